@@ -1,0 +1,37 @@
+# fleetplane: `make run` starts a demo server, `make test` runs lint and the whole suite.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install run test lint format migrate-check clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/fleetplane db upgrade
+	FLEETPLANE_PUBLIC_URL=$${FLEETPLANE_PUBLIC_URL:-http://$(HOST):$(PORT)} $(BIN)/fleetplane demo
+	@echo "open http://$(HOST):$(PORT)/dashboard/observe (Ctrl+C stops the server)"
+	FLEETPLANE_PUBLIC_URL=$${FLEETPLANE_PUBLIC_URL:-http://$(HOST):$(PORT)} $(BIN)/fleetplane serve --host $(HOST) --port $(PORT)
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+test: install lint
+	$(BIN)/python -m pytest --cov --cov-report=term-missing:skip-covered --cov-fail-under=90
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .coverage

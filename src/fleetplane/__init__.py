@@ -1,0 +1,1 @@
+"""fleetplane: a self-hosted control plane for fleets of AI agent runtimes."""

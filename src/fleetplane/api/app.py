@@ -1,0 +1,76 @@
+"""The FastAPI app factory: one app per process, built from settings and a database."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
+
+from fleetplane.api import errors, fleet, operator, probes, runtime
+from fleetplane.api.context import AppContext, system_clock
+from fleetplane.api.middleware import BodyLimit
+from fleetplane.services.accounts import bootstrap_superuser
+from fleetplane.settings import Settings
+from fleetplane.store.db import Database
+
+log = logging.getLogger("fleetplane")
+
+
+def bootstrap(context: AppContext) -> None:
+    """Create the bootstrap superuser from BOOTSTRAP_ADMIN_TOKEN if no user exists yet."""
+    secret = context.settings.bootstrap_admin_token
+    if secret is None:
+        return
+    with context.database.unit_of_work() as session:
+        if bootstrap_superuser(session, token=secret.get_secret_value(), now=context.clock()):
+            log.info("created the bootstrap superuser 'admin'")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    database: Database | None = None,
+    clock: Callable[[], datetime] = system_clock,
+) -> FastAPI:
+    """Build the app; the schema must already be migrated (`fleetplane db upgrade`)."""
+    context = AppContext(
+        settings=settings, database=database or Database(settings.sqlalchemy_url), clock=clock
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        bootstrap(context)
+        yield
+        if database is None:
+            context.database.dispose()
+
+    app = FastAPI(
+        title="fleetplane",
+        version="0.1.0",
+        description="Control plane for fleets of agent runtimes (LumenFlow control-plane SDK v1).",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.context = context
+    errors.install(app)
+    app.include_router(probes.router)
+    app.include_router(runtime.router)
+    app.include_router(fleet.router)
+    app.include_router(operator.router)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> HTMLResponse:
+        return HTMLResponse(
+            "<!doctype html><title>fleetplane</title><h1>fleetplane</h1>"
+            "<p>The Observe dashboard lands at <code>/dashboard/observe</code>. The API is "
+            "under <a href='/api/v1/docs'>/api/v1</a>.</p>"
+        )
+
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,85 @@
+"""The fleet surface (SPEC 4.3): the inventory for operators and the pull descriptor for all."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from fleetplane.api.deps import Context, Token, current_operator, json_with_etag
+from fleetplane.domain.errors import NotFound, Unauthenticated
+from fleetplane.domain.tokens import TokenKind, token_kind
+from fleetplane.services import access
+from fleetplane.services import fleet as fleet_service
+from fleetplane.services import workspaces as workspace_service
+from fleetplane.services.access import Level
+from fleetplane.services.runtimes import authenticate_runtime
+
+router = APIRouter(prefix="/api/v1", tags=["fleet"])
+
+
+@router.get("/workspaces/{workspace_id}/fleet")
+def fleet(
+    workspace_id: str,
+    request: Request,
+    context: Context,
+    token: Token,
+    health: Annotated[list[str] | None, Query()] = None,
+    drift: Annotated[list[str] | None, Query()] = None,
+    q: Annotated[str | None, Query(max_length=200)] = None,
+    limit: int | None = None,
+    cursor: str | None = None,
+) -> Response:
+    """One page of runtimes with health, compatibility and drift, the summary, desired state."""
+    user = current_operator(context, token)
+    now = context.clock()
+    with context.database.unit_of_work() as session:
+        workspace_service.lapse_dev_override(session, workspace_id=workspace_id, now=now)
+        workspace = access.require_workspace(
+            session, user=user, workspace_id=workspace_id, level=Level.READ
+        )
+        desired = workspace_service.desired_state(session, workspace=workspace)
+        payload = fleet_service.fleet_page(
+            session,
+            desired=desired,
+            rules=context.fleet_rules,
+            now=now,
+            health=_split(health),
+            drift=_split(drift),
+            text=q,
+            limit=limit,
+            cursor=cursor,
+        )
+    return json_with_etag(request, payload, honour_if_none_match=True)
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    """Filters may repeat (`health=a&health=b`) or be comma-separated (`health=a,b`)."""
+    if not values:
+        return None
+    return [part for value in values for part in value.split(",") if part]
+
+
+@router.get("/workspaces/{workspace_id}/fleet/config")
+def fleet_config(workspace_id: str, request: Request, context: Context, token: Token) -> Response:
+    """Where and what runtimes pull; for runtime credentials, workspace keys and operators."""
+    kind = token_kind(token) if token else None
+    now = context.clock()
+    if kind is TokenKind.OPERATOR:
+        user = current_operator(context, token)
+    elif kind not in (TokenKind.WORKSPACE_KEY, TokenKind.RUNTIME):
+        raise Unauthenticated("a runtime credential, workspace key or operator token is required")
+    with context.database.unit_of_work() as session:
+        workspace_service.lapse_dev_override(session, workspace_id=workspace_id, now=now)
+        if kind is TokenKind.OPERATOR:
+            workspace = access.require_workspace(
+                session, user=user, workspace_id=workspace_id, level=Level.READ
+            )
+        else:
+            caller = authenticate_runtime(session, token=token)
+            if caller.workspace.id != workspace_id:
+                raise NotFound("workspace not found")
+            workspace = caller.workspace
+        desired = workspace_service.desired_state(session, workspace=workspace)
+        payload = fleet_service.fleet_config(desired, rules=context.fleet_rules)
+    return json_with_etag(request, payload, honour_if_none_match=True)

@@ -1,0 +1,298 @@
+"""The runtime surface (SPEC 4.2): the LumenFlow control-plane SDK v1 wire contract."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from sqlalchemy.orm import Session
+
+from fleetplane.api.context import AppContext
+from fleetplane.api.deps import Context, Token, json_with_etag
+from fleetplane.services import runtimes as runtime_service
+from fleetplane.services import workspaces as workspace_service
+from fleetplane.services.credentials import control_plane_block
+from fleetplane.services.runtimes import RuntimeCaller, authenticate_runtime, check_workspace
+from fleetplane.services.workspaces import DesiredState
+
+from . import schemas
+
+router = APIRouter(prefix="/api/v1", tags=["runtime"])
+
+
+def _iso_now(context: AppContext) -> str:
+    return context.clock().isoformat().replace("+00:00", "Z")
+
+
+def desired_for_caller(
+    session: Session, context: AppContext, caller: RuntimeCaller
+) -> DesiredState:
+    """The caller's workspace desired state, after returning an expired dev-override."""
+    workspace_service.lapse_dev_override(
+        session, workspace_id=caller.workspace.id, now=context.clock()
+    )
+    return workspace_service.desired_state(session, workspace=caller.workspace)
+
+
+def _config_body(session: Session, context: AppContext, caller: RuntimeCaller) -> dict[str, Any]:
+    desired = desired_for_caller(session, context, caller)
+    revision = workspace_service.current_config(session, workspace=caller.workspace)
+    return {
+        "id": caller.workspace.id,
+        "control_plane": control_plane_block(
+            public_url=context.settings.public_url,
+            org_id=caller.workspace.org_id,
+            workspace_id=caller.workspace.id,
+            sync_interval=context.settings.heartbeat_interval_seconds,
+            policy_mode=desired.policy_mode,
+        ),
+        "config": revision.document,
+        "config_hash": revision.hash,
+        "config_revision": revision.number,
+    }
+
+
+def _policies_body(session: Session, context: AppContext, caller: RuntimeCaller) -> dict[str, Any]:
+    return desired_for_caller(session, context, caller).effective_policy.to_dict()
+
+
+@router.post("/heartbeat")
+def heartbeat(body: schemas.HeartbeatRequest, context: Context, token: Token) -> dict[str, Any]:
+    """Record a heartbeat; the answer carries the desired config hash and the policy mode."""
+    with context.database.unit_of_work() as session:
+        caller = authenticate_runtime(session, token=token)
+        runtime_service.record_heartbeat(
+            session,
+            caller=caller,
+            heartbeat=runtime_service.Heartbeat(
+                workspace_id=body.workspace_id,
+                session_id=body.session_id,
+                agent_id=body.agent_id,
+                runtime_version=body.runtime_version,
+                config_hash=body.config_hash,
+            ),
+            now=context.clock(),
+        )
+        desired = desired_for_caller(session, context, caller)
+    return {
+        "status": "ok",
+        "server_time": _iso_now(context),
+        "next_heartbeat_ms": context.settings.heartbeat_interval_seconds * 1000,
+        "config_hash": desired.config_hash,
+        "policy_mode": desired.policy_mode,
+    }
+
+
+@router.post("/config")
+def pull_config(
+    request: Request, body: schemas.WorkspaceScopedRequest, context: Context, token: Token
+) -> Response:
+    """The desired workspace config document with its hash and revision (always 200)."""
+    with context.database.unit_of_work() as session:
+        caller = authenticate_runtime(session, token=token)
+        check_workspace(caller, body.workspace_id)
+        payload = _config_body(session, context, caller)
+    return json_with_etag(request, payload, honour_if_none_match=False)
+
+
+@router.get("/config")
+def get_config(
+    request: Request, context: Context, token: Token, workspace_id: str | None = None
+) -> Response:
+    """As `POST /config`, honouring If-None-Match with 304."""
+    with context.database.unit_of_work() as session:
+        caller = authenticate_runtime(session, token=token)
+        check_workspace(caller, workspace_id)
+        payload = _config_body(session, context, caller)
+    return json_with_etag(request, payload, honour_if_none_match=True)
+
+
+@router.post("/policies")
+def pull_policies(
+    request: Request, body: schemas.WorkspaceScopedRequest, context: Context, token: Token
+) -> Response:
+    """The effective policy set (org and workspace scopes merged, deny winning)."""
+    with context.database.unit_of_work() as session:
+        caller = authenticate_runtime(session, token=token)
+        check_workspace(caller, body.workspace_id)
+        payload = _policies_body(session, context, caller)
+    return json_with_etag(request, payload, honour_if_none_match=False)
+
+
+@router.get("/policies")
+def get_policies(
+    request: Request, context: Context, token: Token, workspace_id: str | None = None
+) -> Response:
+    """As `POST /policies`, honouring If-None-Match with 304."""
+    with context.database.unit_of_work() as session:
+        caller = authenticate_runtime(session, token=token)
+        check_workspace(caller, workspace_id)
+        payload = _policies_body(session, context, caller)
+    return json_with_etag(request, payload, honour_if_none_match=True)
+
+
+@router.post("/events")
+def events(body: schemas.EventsRequest, context: Context, token: Token) -> dict[str, int]:
+    """Store kernel events; `workspace_updated` and `config_apply_failed` update drift."""
+    with context.database.unit_of_work() as session:
+        caller = authenticate_runtime(session, token=token)
+        accepted = runtime_service.record_events(
+            session,
+            caller=caller,
+            workspace_id=body.workspace_id,
+            agent_id=body.agent_id,
+            events=body.events,
+            now=context.clock(),
+        )
+    return {"accepted": accepted}
+
+
+@router.post("/telemetry")
+def telemetry(body: schemas.TelemetryRequest, context: Context, token: Token) -> dict[str, int]:
+    """Store telemetry records."""
+    with context.database.unit_of_work() as session:
+        caller = authenticate_runtime(session, token=token)
+        accepted = runtime_service.record_telemetry(
+            session,
+            caller=caller,
+            workspace_id=body.workspace_id,
+            records=body.records,
+            now=context.clock(),
+        )
+    return {"accepted": accepted}
+
+
+@router.post("/evidence")
+def evidence(body: schemas.EvidenceRequest, context: Context, token: Token) -> dict[str, int]:
+    """Store evidence references."""
+    with context.database.unit_of_work() as session:
+        caller = authenticate_runtime(session, token=token)
+        accepted = runtime_service.record_evidence(
+            session,
+            caller=caller,
+            workspace_id=body.workspace_id,
+            evidence_refs=body.evidence_refs,
+            now=context.clock(),
+        )
+    return {"accepted": accepted}
+
+
+def _register_session(
+    body: schemas.SessionRegisterRequest, context: AppContext, token: str | None
+) -> dict[str, bool]:
+    details = {
+        key: value
+        for key, value in {
+            "client_type": body.client_type,
+            "lane": body.lane,
+            "wu_id": body.wu_id,
+            "capabilities": body.capabilities,
+            "started_at": body.started_at,
+            "metadata": body.metadata,
+        }.items()
+        if value is not None
+    }
+    with context.database.unit_of_work() as session:
+        caller = authenticate_runtime(session, token=token)
+        runtime_service.register_session(
+            session,
+            caller=caller,
+            registration=runtime_service.SessionRegistration(
+                workspace_id=body.workspace_id,
+                session_id=body.session_id,
+                agent_id=body.agent_id,
+                agent_type=body.agent_type,
+                agent_version=body.agent_version,
+                host_id=body.host_id,
+                details=details,
+            ),
+            now=context.clock(),
+        )
+    return {"ok": True}
+
+
+@router.post("/sessions/register")
+def register_session(
+    body: schemas.SessionRegisterRequest, context: Context, token: Token
+) -> dict[str, bool]:
+    """Register a session of a runtime (and the runtime, if new)."""
+    return _register_session(body, context, token)
+
+
+@router.post("/sessions")
+def register_session_alias(
+    body: schemas.SessionRegisterRequest, context: Context, token: Token
+) -> dict[str, bool]:
+    """The same as `/sessions/register`."""
+    return _register_session(body, context, token)
+
+
+@router.post("/sessions/deregister")
+def deregister_session(
+    body: schemas.SessionDeregisterRequest, context: Context, token: Token
+) -> dict[str, bool]:
+    """Mark a session ended."""
+    with context.database.unit_of_work() as session:
+        caller = authenticate_runtime(session, token=token)
+        runtime_service.deregister_session(
+            session,
+            caller=caller,
+            workspace_id=body.workspace_id,
+            session_id=body.session_id,
+            reason=body.reason,
+            now=context.clock(),
+        )
+    return {"ok": True}
+
+
+@router.post("/authenticate")
+def authenticate(
+    body: schemas.AuthenticateRequest, context: Context, token: Token
+) -> dict[str, str]:
+    """Exchange a workspace key (or runtime credential) for a fresh runtime credential."""
+    with context.database.unit_of_work() as session:
+        caller = authenticate_runtime(session, token=token)
+        runtime, credential = runtime_service.authenticate_agent(
+            session,
+            caller=caller,
+            workspace_id=body.workspace_id,
+            org_id=body.org_id,
+            agent_id=body.agent_id,
+            now=context.clock(),
+        )
+    return {
+        "workspace_id": runtime.workspace_id,
+        "org_id": body.org_id,
+        "agent_id": runtime.agent_id,
+        "token": credential,
+    }
+
+
+@router.post("/enroll")
+def enroll(body: schemas.EnrollRequest, context: Context) -> dict[str, Any]:
+    """Exchange an enrollment token for this runtime's own credential (fleetplane extension)."""
+    with context.database.unit_of_work() as session:
+        workspace, runtime, credential = runtime_service.enroll(
+            session,
+            enrollment=runtime_service.Enrollment(
+                enrollment_token=body.enrollment_token,
+                agent_id=body.agent_id,
+                runtime_version=body.runtime_version,
+                host_id=body.host_id,
+                labels=body.labels,
+            ),
+            now=context.clock(),
+        )
+    return {
+        "runtime_id": runtime.id,
+        "credential": credential,
+        "workspace_id": workspace.id,
+        "org_id": workspace.org_id,
+        "control_plane": control_plane_block(
+            public_url=context.settings.public_url,
+            org_id=workspace.org_id,
+            workspace_id=workspace.id,
+            sync_interval=context.settings.heartbeat_interval_seconds,
+            policy_mode=workspace.policy_mode,
+        ),
+    }

@@ -1,0 +1,83 @@
+"""fleetplane's settings: one pydantic-settings class, read once at start and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fleetplane.domain.errors import Invalid
+from fleetplane.domain.versions import parse_version
+
+DEFAULT_SQLITE_PATH = Path("var") / "fleetplane.db"
+
+
+def normalise_database_url(url: str) -> str:
+    """Map the plain URLs operators write onto the drivers fleetplane ships with."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    if url.startswith("sqlite:") and not url.startswith("sqlite+"):
+        return "sqlite+pysqlite:" + url[len("sqlite:") :]
+    return url
+
+
+class Settings(BaseSettings):
+    """Every setting is an environment variable prefixed `FLEETPLANE_` (SPEC section 6)."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEETPLANE_", extra="ignore")
+
+    database_url: str = Field(default="")
+    public_url: str = "http://127.0.0.1:8000"
+    health_connected_seconds: int = Field(default=300, gt=0)
+    health_dormant_seconds: int = Field(default=3600, gt=0)
+    min_runtime_version: str = "3.4.0"
+    full_sync_version: str = "3.6.0"
+    heartbeat_interval_seconds: int = Field(default=30, gt=0)
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    bootstrap_admin_token: SecretStr | None = None
+    enrollment_default_ttl_seconds: int = Field(default=24 * 3600, gt=0)
+    event_retention_days: int = Field(default=30, gt=0)
+    dev_mode: bool = False
+
+    @field_validator("database_url")
+    @classmethod
+    def _default_database(cls, value: str) -> str:
+        if not value:
+            return f"sqlite:///{DEFAULT_SQLITE_PATH.resolve()}"
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("min_runtime_version", "full_sync_version")
+    @classmethod
+    def _semver(cls, value: str) -> str:
+        try:
+            parse_version(value)
+        except Invalid as exc:
+            raise ValueError(exc.message) from exc
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.health_dormant_seconds < self.health_connected_seconds:
+            raise ValueError("HEALTH_DORMANT_SECONDS must not be below HEALTH_CONNECTED_SECONDS")
+        if parse_version(self.full_sync_version) < parse_version(self.min_runtime_version):
+            raise ValueError("FULL_SYNC_VERSION must not be below MIN_RUNTIME_VERSION")
+        token = self.bootstrap_admin_token
+        if token is not None and not token.get_secret_value().startswith("fp_op_"):
+            raise ValueError("BOOTSTRAP_ADMIN_TOKEN must be an operator token starting with fp_op_")
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL with the driver fleetplane uses."""
+        return normalise_database_url(self.database_url)
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether the database is the embedded SQLite file."""
+        return self.sqlalchemy_url.startswith("sqlite")

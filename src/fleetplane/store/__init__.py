@@ -1,0 +1,1 @@
+"""Persistence: tables, engine setup and queries; one code path for SQLite and PostgreSQL."""
