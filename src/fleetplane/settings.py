@@ -38,7 +38,10 @@ class Settings(BaseSettings):
     bootstrap_admin_token: SecretStr | None = None
     enrollment_default_ttl_seconds: int = Field(default=24 * 3600, gt=0)
     event_retention_days: int = Field(default=30, gt=0)
-    dev_mode: bool = False
+    session_hours: int = Field(default=12, gt=0)
+    login_failures_per_account: int = Field(default=5, gt=0)
+    login_failures_per_address: int = Field(default=20, gt=0)
+    login_throttle_minutes: int = Field(default=15, gt=0)
 
     @field_validator("database_url")
     @classmethod
@@ -76,6 +79,11 @@ class Settings(BaseSettings):
     def sqlalchemy_url(self) -> str:
         """The database URL with the driver fleetplane uses."""
         return normalise_database_url(self.database_url)
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Cookies carry Secure when the server is reached over HTTPS."""
+        return self.public_url.startswith("https://")
 
     @property
     def is_sqlite(self) -> bool:

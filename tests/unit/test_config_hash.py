@@ -248,6 +248,27 @@ def test_nel_ls_ps_are_ordinary_characters_in_yaml_1_2(text: str, expected: Any)
     assert parse_workspace_yaml(text) == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("{?x: ?y}\n", {"?x": "?y"}),
+        ("[?x, -x, :x, -1]\n", ["?x", "-x", ":x", -1]),
+        ("{:x}\n", {":x": None}),
+        ("{k: :x, 'j': :y}\n", {"k": ":x", "j": ":y"}),
+        ("{a:b: c}\n", {"a:b": "c"}),
+        ('["a":1]\n', [{"a": 1}]),
+        ('{"a":1, \'b\':[2], "c" \t:3}\n', {"a": 1, "b": [2], "c": 3}),
+        ("{? x: 1}\n", {"x": 1}),
+        ("[? x : 1]\n", [{"x": 1}]),
+        ("? x\n: y\n", {"x": "y"}),
+        ("?x: 1\n", {"?x": 1}),
+        ("- -x\n- :x\n", ["-x", ":x"]),
+    ],
+)
+def test_flow_indicators_follow_yaml_1_2(text: str, expected: Any) -> None:
+    assert parse_workspace_yaml(text) == expected
+
+
 def test_documents_leaving_no_private_use_character_free_are_refused() -> None:
     text = "a: '" + "".join(chr(point) for point in range(0xE000, 0xF900)) + "\x85'\n"
     assert _error(text).line is None
@@ -345,6 +366,11 @@ def test_duplicate_keys_are_rejected_at_the_second_key(text: str, line: int, col
         ("? [a]\n: 1\n", 1, 3, "mapping keys"),
         ("{[a]: 1}\n", 1, 2, "mapping keys"),
         ("c: &c {k: v}\n*c : 2\n", 2, 1, "mapping keys"),
+        ("[{a: 1}:x]\n", 1, 2, "mapping keys"),
+        ("[a:]\n", 1, 2, "ending in ':'"),
+        ("{a: [b:]}\n", 1, 6, "ending in ':'"),
+        ("[-]\n", 1, 2, "cannot start any token"),
+        ("[a, :]\n", 1, 5, "node content"),
     ],
 )
 def test_errors_carry_line_and_column(text: str, line: int, column: int, fragment: str) -> None:
@@ -571,7 +597,10 @@ def test_keys_that_collate_equal_keep_insertion_order() -> None:
 
 
 def test_nested_containers_and_other_sequences() -> None:
-    value = {"z": ({"y": 1, "x": [2, {}]}, []), "m": types.MappingProxyType({"k": "v"})}
+    value: dict[str, Any] = {
+        "z": ({"y": 1, "x": [2, {}]}, []),
+        "m": types.MappingProxyType({"k": "v"}),
+    }
     assert canonical_json(value) == '{"m":{"k":"v"},"z":[{"x":[2,{}],"y":1},[]]}'
 
 
@@ -621,7 +650,7 @@ def test_config_hash_is_sha256_of_canonical_json() -> None:
 # Properties
 # ------------------------------------------------------------------------------------------
 
-_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
 _finite = st.floats(allow_nan=False, allow_infinity=False)
 _safe_int = st.integers(min_value=-MAX_SAFE_INTEGER, max_value=MAX_SAFE_INTEGER)
 _json_leaves = st.none() | st.booleans() | _safe_int | _finite | _text
@@ -657,7 +686,7 @@ _any_values = st.recursive(
 # ruamel's emitter still writes NEL, LS and PS as YAML 1.1 line breaks inside quoted scalars,
 # which a YAML 1.2 reader (the runtime's, and this module's) keeps as characters.
 _yaml_text = st.text(
-    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x85\u2028\u2029"),
+    st.characters(exclude_categories=["Cs"], exclude_characters="\x85\u2028\u2029"),
     max_size=12,
 )
 _yaml_values = st.recursive(

@@ -10,7 +10,7 @@ from datetime import datetime
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
-from fleetplane.api import errors, fleet, operator, probes, runtime
+from fleetplane.api import accounts, errors, fleet, operator, orgs, probes, runtime
 from fleetplane.api.context import AppContext, system_clock
 from fleetplane.api.middleware import BodyLimit
 from fleetplane.services.accounts import bootstrap_superuser
@@ -63,6 +63,8 @@ def create_app(
     app.include_router(runtime.router)
     app.include_router(fleet.router)
     app.include_router(operator.router)
+    app.include_router(orgs.router)
+    app.include_router(accounts.router)
 
     @app.get("/", include_in_schema=False)
     def index() -> HTMLResponse:

@@ -9,9 +9,10 @@ from fastapi import Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from fleetplane.api.context import AppContext
-from fleetplane.domain.errors import Unauthenticated
+from fleetplane.domain.errors import Forbidden, Unauthenticated
 from fleetplane.domain.tokens import TokenKind, token_kind
 from fleetplane.services.accounts import authenticate_operator
+from fleetplane.services.signin import csrf_valid, resolve_session
 from fleetplane.store.models import User
 
 
@@ -38,12 +39,32 @@ def bearer_token(request: Request) -> str | None:
 Token = Annotated[str | None, Depends(bearer_token)]
 
 
-def current_operator(context: Context, token: Token) -> User:
-    """The user an operator token acts as; 401 without one."""
-    if token is None or token_kind(token) is not TokenKind.OPERATOR:
-        raise Unauthenticated("an operator token (Authorization: Bearer fp_op_…) is required")
+SESSION_COOKIE = "fp_session"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def current_operator(context: Context, token: Token, request: Request) -> User:
+    """The user an operator token or a dashboard session acts as; 401 without one.
+
+    A session cookie on a state-changing request also needs the session's CSRF token in the
+    `X-CSRF-Token` header, so that another site cannot ride on the cookie.
+    """
+    if token is not None:
+        if token_kind(token) is not TokenKind.OPERATOR:
+            raise Unauthenticated("an operator token (Authorization: Bearer fp_op_…) is required")
+        with context.database.read() as session:
+            return authenticate_operator(session, token=token)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        raise Unauthenticated("sign in, or send an operator token (Authorization: Bearer fp_op_…)")
     with context.database.read() as session:
-        return authenticate_operator(session, token=token)
+        caller = resolve_session(session, cookie=cookie, now=context.clock())
+    if request.method not in SAFE_METHODS and not csrf_valid(
+        caller.csrf_token, request.headers.get(CSRF_HEADER)
+    ):
+        raise Forbidden("missing or wrong CSRF token", code="csrf_failed")
+    return caller.user
 
 
 Operator = Annotated[User, Depends(current_operator)]

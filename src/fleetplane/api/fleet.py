@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from fleetplane.api.deps import Context, Token, current_operator, json_with_etag
-from fleetplane.domain.errors import NotFound, Unauthenticated
+from fleetplane.domain.errors import NotFound
 from fleetplane.domain.tokens import TokenKind, token_kind
 from fleetplane.services import access
 from fleetplane.services import fleet as fleet_service
@@ -31,7 +31,7 @@ def fleet(
     cursor: str | None = None,
 ) -> Response:
     """One page of runtimes with health, compatibility and drift, the summary, desired state."""
-    user = current_operator(context, token)
+    user = current_operator(context, token, request)
     now = context.clock()
     with context.database.unit_of_work() as session:
         workspace_service.lapse_dev_override(session, workspace_id=workspace_id, now=now)
@@ -65,13 +65,14 @@ def fleet_config(workspace_id: str, request: Request, context: Context, token: T
     """Where and what runtimes pull; for runtime credentials, workspace keys and operators."""
     kind = token_kind(token) if token else None
     now = context.clock()
-    if kind is TokenKind.OPERATOR:
-        user = current_operator(context, token)
-    elif kind not in (TokenKind.WORKSPACE_KEY, TokenKind.RUNTIME):
-        raise Unauthenticated("a runtime credential, workspace key or operator token is required")
+    if kind in (TokenKind.WORKSPACE_KEY, TokenKind.RUNTIME):
+        user = None
+    else:
+        # Operator token or dashboard session; anything else is refused there with 401.
+        user = current_operator(context, token, request)
     with context.database.unit_of_work() as session:
         workspace_service.lapse_dev_override(session, workspace_id=workspace_id, now=now)
-        if kind is TokenKind.OPERATOR:
+        if user is not None:
             workspace = access.require_workspace(
                 session, user=user, workspace_id=workspace_id, level=Level.READ
             )

@@ -26,7 +26,7 @@ router = APIRouter(prefix="/api/v1", tags=["operator"])
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
@@ -37,7 +37,7 @@ def workspace_view(workspace: Workspace) -> dict[str, Any]:
         "orgId": workspace.org_id,
         "name": workspace.name,
         "policyMode": workspace.policy_mode,
-        "devOverrideUntil": _iso(workspace.dev_override_until),
+        "devOverrideUntil": iso(workspace.dev_override_until),
         "configRevision": {"number": workspace.config_revision, "hash": workspace.config_hash},
     }
 
@@ -197,7 +197,7 @@ def config_revisions(
                 "number": r.number,
                 "hash": r.hash,
                 "author": r.author,
-                "createdAt": _iso(r.created_at),
+                "createdAt": iso(r.created_at),
             }
             for r in rows
         ],
@@ -315,9 +315,54 @@ def create_enrollment(
         return {
             "id": issued.row.id,
             "token": issued.token,
-            "expiresAt": _iso(issued.row.expires_at),
+            "expiresAt": iso(issued.row.expires_at),
             "maxUses": issued.row.max_uses,
         }
+
+
+@router.get("/workspaces/{workspace_id}/enrollments")
+def list_enrollments(workspace_id: str, context: Context, user: Operator) -> dict[str, Any]:
+    """Enrollment tokens of the workspace, without their secrets."""
+    with context.database.read() as session:
+        workspace = access.require_workspace(
+            session, user=user, workspace_id=workspace_id, level=Level.OPERATE
+        )
+        rows = credentials.list_enrollments(session, workspace=workspace)
+    return {
+        "items": [
+            {
+                "id": r.id,
+                "prefix": r.display_prefix,
+                "expiresAt": iso(r.expires_at),
+                "maxUses": r.max_uses,
+                "uses": r.uses,
+                "revokedAt": iso(r.revoked_at),
+                "createdBy": r.created_by,
+                "createdAt": iso(r.created_at),
+            }
+            for r in rows
+        ],
+        "nextCursor": None,
+    }
+
+
+@router.delete("/workspaces/{workspace_id}/enrollments/{enrollment_id}", status_code=204)
+def revoke_enrollment(
+    workspace_id: str, enrollment_id: str, context: Context, user: Operator
+) -> Response:
+    """Revoke an enrollment token."""
+    with context.database.unit_of_work() as session:
+        workspace = access.require_workspace(
+            session, user=user, workspace_id=workspace_id, level=Level.OPERATE
+        )
+        credentials.revoke_enrollment(
+            session,
+            workspace=workspace,
+            enrollment_id=enrollment_id,
+            actor=user.email,
+            now=context.clock(),
+        )
+    return Response(status_code=204)
 
 
 @router.post("/workspaces/{workspace_id}/runtimes", status_code=201)
@@ -394,7 +439,7 @@ def workspace_audit(
                 "target": r.target,
                 "beforeHash": r.before_hash,
                 "afterHash": r.after_hash,
-                "createdAt": _iso(r.created_at),
+                "createdAt": iso(r.created_at),
             }
             for r in rows
         ],

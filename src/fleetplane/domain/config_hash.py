@@ -38,6 +38,7 @@ from ruamel.yaml.events import (
     SequenceStartEvent,
 )
 from ruamel.yaml.reader import ReaderError
+from ruamel.yaml.scanner import Scanner
 
 from fleetplane.domain.errors import InvalidDocument
 
@@ -174,6 +175,40 @@ def _shield_breaks(text: str) -> tuple[str, dict[int, str]]:
     return text.translate(shield), restore
 
 
+# Inside flow collections ruamel (like PyYAML) reads '?' as the explicit-key indicator even in
+# `{?x: 1}`, takes ':' as the value indicator in `{:x}`, misses it in `["a":1]`, and lets '-' or
+# ':' start a plain scalar before a flow indicator (`[-]`). YAML 1.2 (and the runtime) make "-",
+# "?" and ":" start a plain scalar exactly when the next character may continue one, and also
+# read ':' as the value indicator right after a JSON-like key (a quoted scalar or a collection).
+_FLOW_SEPARATORS = "\0 \t\r\n,[]{}"
+
+
+class _Yaml12Scanner(Scanner):
+    """ruamel's scanner with YAML 1.2's reading of '-', '?' and ':' inside flow collections."""
+
+    def check_key(self) -> Any:
+        if self.flow_level:
+            return self.reader.peek(1) in _FLOW_SEPARATORS
+        return super().check_key()
+
+    def check_value(self) -> Any:
+        if not self.flow_level:
+            return super().check_value()
+        if self.reader.peek(1) in _FLOW_SEPARATORS:
+            return True
+        # An adjacent value (`"a":1`) follows a JSON-like key; the scanner reads text strings,
+        # whose whole buffer stays available, and a flow collection has opened before here.
+        buffer, index = self.reader.buffer, self.reader.pointer - 1
+        while buffer[index] in " \t":
+            index -= 1
+        return buffer[index] in "\"']}"
+
+    def check_plain(self) -> Any:
+        if self.flow_level and self.reader.peek() in "-?:":
+            return self.reader.peek(1) not in _FLOW_SEPARATORS
+        return super().check_plain()
+
+
 def _invalid(message: str, mark: Any) -> InvalidDocument:
     line = mark.line + 1
     column = mark.column + 1
@@ -182,6 +217,10 @@ def _invalid(message: str, mark: Any) -> InvalidDocument:
 
 def _resolve_scalar(event: Any, restore: dict[int, str]) -> Any:
     text = _join_surrogates(event.value.translate(restore) if restore else event.value)
+    if event.style is None and text.endswith(":"):
+        # Only ruamel's flow-context scanner yields these (`[a:]` is `[{a: null}]` in YAML 1.2);
+        # refuse rather than hash a value the runtime would read differently.
+        raise _invalid("Plain scalar ending in ':' is ambiguous", event.start_mark)
     tag: str | None = event.tag
     if tag is None:
         if event.style is None:
@@ -438,7 +477,9 @@ def parse_workspace_yaml(
     """Parse one YAML 1.2 (core schema) document into plain dict/list/str/int/float/bool/None."""
     shielded, restore = _shield_breaks(text)
     builder = _Builder((max_depth, max_nodes, max_alias_count), restore)
-    events = YAML(typ="safe", pure=True).parse(shielded)
+    yaml = YAML(typ="safe", pure=True)
+    yaml.Scanner = _Yaml12Scanner
+    events = yaml.parse(shielded)
     try:
         for event in events:
             builder.feed(event)

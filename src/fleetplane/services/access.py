@@ -65,6 +65,14 @@ def require_org(session: Session, *, user: User, org_id: str, admin: bool) -> Or
     return org
 
 
+def require_org_owner(session: Session, *, user: User, org_id: str) -> Org:
+    """The org if the user owns it (or is a superuser)."""
+    org = require_org(session, user=user, org_id=org_id, admin=True)
+    if not user.is_superuser and org_role(session, user=user, org_id=org_id) != "owner":
+        raise Forbidden("this needs the org owner role")
+    return org
+
+
 def require_workspace(
     session: Session, *, user: User, workspace_id: str, level: Level, for_update: bool = False
 ) -> Workspace:
@@ -81,3 +89,45 @@ def require_workspace(
     if actual < level:
         raise Forbidden(f"this needs the workspace {level.name.lower()} level")
     return workspace
+
+
+def accessible_workspaces(
+    session: Session, *, user: User, org_id: str | None = None
+) -> list[Workspace]:
+    """Every workspace the user can read, by org then name."""
+    query = select(Workspace)
+    if not user.is_superuser:
+        admin_orgs = select(OrgMember.org_id).where(
+            OrgMember.user_id == user.id, OrgMember.role.in_(("owner", "admin"))
+        )
+        member_of = select(WorkspaceMember.workspace_id).where(WorkspaceMember.user_id == user.id)
+        query = query.where(Workspace.org_id.in_(admin_orgs) | Workspace.id.in_(member_of))
+    if org_id is not None:
+        query = query.where(Workspace.org_id == org_id)
+    return list(session.scalars(query.order_by(Workspace.org_id, Workspace.name, Workspace.id)))
+
+
+def accessible_orgs(session: Session, *, user: User) -> list[tuple[Org, str | None]]:
+    """Orgs the user belongs to (or reaches through a workspace), with the user's org role."""
+    if user.is_superuser:
+        return [
+            (org, org_role(session, user=user, org_id=org.id))
+            for org in session.scalars(select(Org).order_by(Org.name, Org.id))
+        ]
+    roles: dict[str, str] = dict(
+        session.execute(
+            select(OrgMember.org_id, OrgMember.role).where(OrgMember.user_id == user.id)
+        ).all()
+    )
+    via_workspace = set(
+        session.scalars(
+            select(Workspace.org_id)
+            .join(WorkspaceMember, WorkspaceMember.workspace_id == Workspace.id)
+            .where(WorkspaceMember.user_id == user.id)
+        )
+    )
+    ids = set(roles) | via_workspace
+    if not ids:
+        return []
+    orgs = session.scalars(select(Org).where(Org.id.in_(ids)).order_by(Org.name, Org.id))
+    return [(org, roles.get(org.id)) for org in orgs]

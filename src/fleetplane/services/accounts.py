@@ -95,3 +95,31 @@ def bootstrap_superuser(session: Session, *, token: str, now: datetime) -> bool:
     )
     create_operator_token(session, user=user, name="bootstrap", now=now, plaintext=token)
     return True
+
+
+def list_tokens(session: Session, *, user: User) -> list[OperatorToken]:
+    """The user's unrevoked operator tokens (prefix and name only are ever shown)."""
+    return list(
+        session.scalars(
+            select(OperatorToken)
+            .where(OperatorToken.user_id == user.id, OperatorToken.revoked_at.is_(None))
+            .order_by(OperatorToken.created_at, OperatorToken.id)
+        )
+    )
+
+
+def revoke_token(session: Session, *, user: User, token_id: str, now: datetime) -> None:
+    """Revoke one of the user's own tokens; it fails from this commit on."""
+    row = session.scalar(
+        select(OperatorToken).where(
+            OperatorToken.id == token_id,
+            OperatorToken.user_id == user.id,
+            OperatorToken.revoked_at.is_(None),
+        )
+    )
+    if row is None:
+        raise NotFound("token not found")
+    row.revoked_at = now
+    audit.record(
+        session, actor=user.email, action="token.revoke", target=f"token:{row.id}", now=now
+    )

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from fleetplane.domain.errors import Conflict, Invalid
+from fleetplane.domain.errors import Conflict, Invalid, NotFound
 from fleetplane.domain.tokens import TokenKind, new_token, token_display_prefix, token_hash
 from fleetplane.services import audit
 from fleetplane.store.models import EnrollmentToken, Runtime, Workspace, WorkspaceKey
@@ -209,3 +209,38 @@ def preregister_runtime(
         workspace_id=workspace.id,
     )
     return IssuedRuntime(runtime=runtime, credential=credential)
+
+
+def list_enrollments(session: Session, *, workspace: Workspace) -> list[EnrollmentToken]:
+    """The workspace's enrollment tokens, newest first (never their secrets)."""
+    return list(
+        session.scalars(
+            select(EnrollmentToken)
+            .where(EnrollmentToken.workspace_id == workspace.id)
+            .order_by(EnrollmentToken.created_at.desc(), EnrollmentToken.id)
+        )
+    )
+
+
+def revoke_enrollment(
+    session: Session, *, workspace: Workspace, enrollment_id: str, actor: str, now: datetime
+) -> None:
+    """Revoke an enrollment token; it refuses enrollments from this commit on."""
+    row = session.scalar(
+        select(EnrollmentToken).where(
+            EnrollmentToken.id == enrollment_id, EnrollmentToken.workspace_id == workspace.id
+        )
+    )
+    if row is None:
+        raise NotFound("enrollment token not found")
+    if row.revoked_at is None:
+        row.revoked_at = now
+    audit.record(
+        session,
+        actor=actor,
+        action="enrollment.revoke",
+        target=f"enrollment:{row.id}",
+        now=now,
+        org_id=workspace.org_id,
+        workspace_id=workspace.id,
+    )

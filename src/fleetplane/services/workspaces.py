@@ -372,3 +372,60 @@ def put_workspace_policy(
         after_hash=desired_state(session, workspace=workspace).policy_revision,
     )
     return parsed
+
+
+def rename_org(session: Session, *, org: Org, name: str, actor: str, now: datetime) -> Org:
+    """Rename an org."""
+    org.name = _name(name, "org")
+    session.flush()
+    audit.record(
+        session, actor=actor, action="org.update", target=f"org:{org.id}", now=now, org_id=org.id
+    )
+    return org
+
+
+def delete_org(session: Session, *, org: Org, actor: str, now: datetime) -> None:
+    """Delete an org with its workspaces, runtimes and keys (the audit log keeps the record)."""
+    audit.record(
+        session, actor=actor, action="org.delete", target=f"org:{org.id}", now=now, org_id=org.id
+    )
+    session.delete(org)
+    session.flush()
+
+
+def delete_workspace(session: Session, *, workspace: Workspace, actor: str, now: datetime) -> None:
+    """Delete a workspace with its runtimes, keys and tokens (the audit log keeps the record)."""
+    audit.record(
+        session,
+        actor=actor,
+        action="workspace.delete",
+        target=f"workspace:{workspace.id}",
+        now=now,
+        org_id=workspace.org_id,
+        workspace_id=workspace.id,
+        before_hash=workspace.config_hash,
+    )
+    session.delete(workspace)
+    session.flush()
+
+
+def config_revision(session: Session, *, workspace: Workspace, number: int) -> ConfigRevision:
+    """One stored revision of the workspace config, or NotFound."""
+    revision = session.scalar(
+        select(ConfigRevision).where(
+            ConfigRevision.workspace_id == workspace.id, ConfigRevision.number == number
+        )
+    )
+    if revision is None:
+        raise NotFound("config revision not found")
+    return revision
+
+
+def org_policy(org: Org) -> PolicySet:
+    """The org-scoped policy set (allow, no rules, when none was ever set)."""
+    return _stored_policy(org.policy)
+
+
+def workspace_policy(workspace: Workspace) -> PolicySet:
+    """The workspace-scoped policy set."""
+    return _stored_policy(workspace.policy)

@@ -264,3 +264,29 @@ class AuditEntry(Base):
     before_hash: Mapped[str | None] = mapped_column(String(64))
     after_hash: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime]
+
+
+class WebSession(Base):
+    """A signed-in dashboard session; the cookie holds a random token stored here as SHA-256."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+
+class LoginFailure(Base):
+    """One failed sign-in, kept for the throttling window; shared by every server process."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (
+        Index("ix_login_failures_email_at", "email", "failed_at"),
+        Index("ix_login_failures_address_at", "address", "failed_at"),
+    )
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    address: Mapped[str] = mapped_column(String(64))
+    failed_at: Mapped[datetime]
