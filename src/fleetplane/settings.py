@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     bootstrap_admin_token: SecretStr | None = None
     enrollment_default_ttl_seconds: int = Field(default=24 * 3600, gt=0)
     event_retention_days: int = Field(default=30, gt=0)
+    credential_cache_seconds: float = Field(default=5.0, ge=0, le=5)
+    desired_cache_seconds: float = Field(default=1.0, ge=0, le=1)
+    liveness_flush_seconds: float = Field(default=1.0, ge=1, le=30)
+    heartbeat_buffer_max: int = Field(default=200_000, gt=0)
     session_hours: int = Field(default=12, gt=0)
     login_failures_per_account: int = Field(default=5, gt=0)
     login_failures_per_address: int = Field(default=20, gt=0)

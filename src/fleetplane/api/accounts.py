@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
+from fleetplane.api import schemas
 from fleetplane.api.context import AppContext
 from fleetplane.api.deps import SESSION_COOKIE, Context, Operator
 from fleetplane.api.schemas import OperatorBody
@@ -16,7 +17,7 @@ from fleetplane.domain.errors import Forbidden, Unauthenticated
 from fleetplane.services import access, accounts, signin
 from fleetplane.store.models import User
 
-router = APIRouter(prefix="/api/v1", tags=["accounts"])
+router = APIRouter(prefix="/api/v1", tags=["accounts"], responses=schemas.OPERATOR_ERRORS)
 
 
 class LoginRequest(OperatorBody):

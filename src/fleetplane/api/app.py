@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse
 
 from fleetplane.api import accounts, errors, fleet, operator, orgs, probes, runtime
 from fleetplane.api.context import AppContext, system_clock
+from fleetplane.api.hot import HotPathMiddleware
 from fleetplane.api.middleware import BodyLimit
 from fleetplane.services.accounts import bootstrap_superuser
 from fleetplane.settings import Settings
@@ -44,7 +45,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         bootstrap(context)
+        context.hot.flusher.start()
         yield
+        # Write every acknowledged heartbeat before the process goes.
+        context.hot.flusher.stop()
         if database is None:
             context.database.dispose()
 
@@ -74,5 +78,6 @@ def create_app(
             "under <a href='/api/v1/docs'>/api/v1</a>.</p>"
         )
 
+    app.add_middleware(HotPathMiddleware, context=context)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -8,6 +8,13 @@ from datetime import UTC, datetime
 
 from fleetplane.domain.fleet import HealthThresholds
 from fleetplane.services.fleet import FleetRules
+from fleetplane.services.hotpath import (
+    Flusher,
+    LivenessBuffer,
+    RuntimeIdentity,
+    TtlCache,
+    WorkspaceAnswer,
+)
 from fleetplane.settings import Settings
 from fleetplane.store.db import Database
 
@@ -17,6 +24,43 @@ def system_clock() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class CachedCaller:
+    """A runtime-surface credential as last read from the database."""
+
+    workspace_id: str
+    org_id: str
+    runtime_id: str | None
+
+
+class HotPath:
+    """Per-process caches of the heartbeat and pull paths; every entry is short-lived."""
+
+    def __init__(self, settings: Settings, database: Database) -> None:
+        # Caches hold one entry per runtime or credential; they are sized apart from the
+        # liveness buffer so that a small buffer still answers 429 instead of missing the cache.
+        cap = max(2 * settings.heartbeat_buffer_max, 1000)
+        self.callers: TtlCache[str, CachedCaller] = TtlCache(
+            ttl=settings.credential_cache_seconds, max_entries=cap
+        )
+        self.identities: TtlCache[tuple[str, str, str], RuntimeIdentity] = TtlCache(
+            ttl=settings.credential_cache_seconds, max_entries=cap
+        )
+        self.answers: TtlCache[str, WorkspaceAnswer] = TtlCache(
+            ttl=settings.desired_cache_seconds, max_entries=cap
+        )
+        self.etags: TtlCache[tuple[str, str], str] = TtlCache(
+            ttl=settings.desired_cache_seconds, max_entries=cap
+        )
+        self.liveness = LivenessBuffer(database, max_pending=settings.heartbeat_buffer_max)
+        self.flusher = Flusher(self.liveness, interval=settings.liveness_flush_seconds)
+
+    def invalidate(self) -> None:
+        """Forget every cached credential and answer: a change in this process shows at once."""
+        for cache in (self.callers, self.identities, self.answers, self.etags):
+            cache.clear()
+
+
 @dataclass
 class AppContext:
     """Shared by all requests of one process; holds no state another process would need."""
@@ -24,6 +68,10 @@ class AppContext:
     settings: Settings
     database: Database
     clock: Callable[[], datetime] = field(default=system_clock)
+    hot: HotPath = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.hot = HotPath(self.settings, self.database)
 
     @property
     def fleet_rules(self) -> FleetRules:

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
+from fleetplane.api import schemas
 from fleetplane.api.deps import Context, Token, current_operator, json_with_etag
 from fleetplane.domain.errors import NotFound
 from fleetplane.domain.tokens import TokenKind, token_kind
@@ -15,7 +16,7 @@ from fleetplane.services import workspaces as workspace_service
 from fleetplane.services.access import Level
 from fleetplane.services.runtimes import authenticate_runtime
 
-router = APIRouter(prefix="/api/v1", tags=["fleet"])
+router = APIRouter(prefix="/api/v1", tags=["fleet"], responses=schemas.OPERATOR_ERRORS)
 
 
 @router.get("/workspaces/{workspace_id}/fleet")
@@ -32,6 +33,8 @@ def fleet(
 ) -> Response:
     """One page of runtimes with health, compatibility and drift, the summary, desired state."""
     user = current_operator(context, token, request)
+    # Read this process's own buffered heartbeats; other processes' are at most a flush behind.
+    context.hot.liveness.flush()
     now = context.clock()
     with context.database.unit_of_work() as session:
         workspace_service.lapse_dev_override(session, workspace_id=workspace_id, now=now)

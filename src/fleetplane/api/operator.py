@@ -21,7 +21,7 @@ from fleetplane.services.access import Level
 from fleetplane.services.fleet import check_limit, decode_cursor, encode_cursor
 from fleetplane.store.models import Org, Workspace
 
-router = APIRouter(prefix="/api/v1", tags=["operator"])
+router = APIRouter(prefix="/api/v1", tags=["operator"], responses=schemas.OPERATOR_ERRORS)
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 

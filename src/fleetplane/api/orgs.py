@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 from pydantic import Field
 
+from fleetplane.api import schemas
 from fleetplane.api.deps import Context, Operator
 from fleetplane.api.operator import iso, workspace_view
 from fleetplane.api.schemas import OperatorBody
@@ -15,7 +16,7 @@ from fleetplane.services import workspaces as workspace_service
 from fleetplane.services.access import Level
 from fleetplane.store.models import User
 
-router = APIRouter(prefix="/api/v1", tags=["operator"])
+router = APIRouter(prefix="/api/v1", tags=["operator"], responses=schemas.OPERATOR_ERRORS)
 
 
 class OrgUpdate(OperatorBody):

@@ -7,17 +7,19 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from sqlalchemy.orm import Session
 
-from fleetplane.api.context import AppContext
+from fleetplane.api import hot
+from fleetplane.api.context import AppContext, CachedCaller
 from fleetplane.api.deps import Context, Token, json_with_etag
 from fleetplane.services import runtimes as runtime_service
 from fleetplane.services import workspaces as workspace_service
 from fleetplane.services.credentials import control_plane_block
+from fleetplane.services.hotpath import RuntimeIdentity, WorkspaceAnswer
 from fleetplane.services.runtimes import RuntimeCaller, authenticate_runtime, check_workspace
 from fleetplane.services.workspaces import DesiredState
 
 from . import schemas
 
-router = APIRouter(prefix="/api/v1", tags=["runtime"])
+router = APIRouter(prefix="/api/v1", tags=["runtime"], responses=schemas.RUNTIME_ERRORS)
 
 
 def _iso_now(context: AppContext) -> str:
@@ -56,12 +58,39 @@ def _policies_body(session: Session, context: AppContext, caller: RuntimeCaller)
     return desired_for_caller(session, context, caller).effective_policy.to_dict()
 
 
+def remember(
+    context: AppContext, token: str | None, caller: RuntimeCaller, desired: DesiredState
+) -> None:
+    """Cache what the database just confirmed, for the hot path's next requests."""
+    if token is None:
+        return
+    hot.remember_caller(
+        context,
+        token,
+        CachedCaller(
+            workspace_id=caller.workspace.id,
+            org_id=caller.workspace.org_id,
+            runtime_id=caller.runtime.id if caller.runtime is not None else None,
+        ),
+    )
+    hot.remember_answer(
+        context,
+        WorkspaceAnswer(
+            workspace_id=desired.workspace_id,
+            org_id=desired.org_id,
+            config_hash=desired.config_hash,
+            policy_mode=desired.policy_mode,
+            dev_override_until=desired.dev_override_until,
+        ),
+    )
+
+
 @router.post("/heartbeat")
 def heartbeat(body: schemas.HeartbeatRequest, context: Context, token: Token) -> dict[str, Any]:
     """Record a heartbeat; the answer carries the desired config hash and the policy mode."""
     with context.database.unit_of_work() as session:
         caller = authenticate_runtime(session, token=token)
-        runtime_service.record_heartbeat(
+        runtime = runtime_service.record_heartbeat(
             session,
             caller=caller,
             heartbeat=runtime_service.Heartbeat(
@@ -74,6 +103,21 @@ def heartbeat(body: schemas.HeartbeatRequest, context: Context, token: Token) ->
             now=context.clock(),
         )
         desired = desired_for_caller(session, context, caller)
+    remember(context, token, caller, desired)
+    hot.remember_runtime(
+        context,
+        RuntimeIdentity(
+            runtime_id=runtime.id,
+            workspace_id=runtime.workspace_id,
+            version=runtime.version,
+            observed_config_hash=runtime.observed_config_hash,
+            has_heartbeat=runtime.last_heartbeat_at is not None,
+            last_session_id=runtime.last_session_id,
+        ),
+        by_credential=caller.via_runtime_credential,
+        agent_id=body.agent_id,
+        session_id=body.session_id,
+    )
     return {
         "status": "ok",
         "server_time": _iso_now(context),
@@ -104,7 +148,11 @@ def get_config(
         caller = authenticate_runtime(session, token=token)
         check_workspace(caller, workspace_id)
         payload = _config_body(session, context, caller)
-    return json_with_etag(request, payload, honour_if_none_match=True)
+        desired = workspace_service.desired_state(session, workspace=caller.workspace)
+    response = json_with_etag(request, payload, honour_if_none_match=True)
+    remember(context, token, caller, desired)
+    hot.remember_etag(context, caller.workspace.id, "config", response.headers["etag"])
+    return response
 
 
 @router.post("/policies")
@@ -128,7 +176,11 @@ def get_policies(
         caller = authenticate_runtime(session, token=token)
         check_workspace(caller, workspace_id)
         payload = _policies_body(session, context, caller)
-    return json_with_etag(request, payload, honour_if_none_match=True)
+        desired = workspace_service.desired_state(session, workspace=caller.workspace)
+    response = json_with_etag(request, payload, honour_if_none_match=True)
+    remember(context, token, caller, desired)
+    hot.remember_etag(context, caller.workspace.id, "policies", response.headers["etag"])
+    return response
 
 
 @router.post("/events")

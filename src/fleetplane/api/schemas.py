@@ -117,3 +117,37 @@ class EnrollmentCreate(OperatorBody):
 class RuntimeCreate(OperatorBody):
     agentId: str = Field(min_length=1, max_length=200)  # noqa: N815
     labels: dict[str, str] | None = None
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="snake_case error code")
+    message: str = Field(description="a human sentence")
+    details: Any = None
+
+
+class ErrorResponse(BaseModel):
+    """The body of every non-2xx answer (SPEC 4.1)."""
+
+    error: ErrorDetail
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a router can answer."""
+    descriptions = {
+        400: "unreadable input",
+        401: "no or bad credential",
+        403: "credential valid but not allowed",
+        404: "not found or not visible",
+        409: "conflict with the current state",
+        413: "body over the size limit",
+        422: "input breaks a rule",
+        429: "rate limited (see Retry-After)",
+        503: "database unavailable",
+    }
+    return {
+        status: {"model": ErrorResponse, "description": descriptions[status]} for status in statuses
+    }
+
+
+OPERATOR_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 422, 429, 503)
+RUNTIME_ERRORS = error_responses(400, 401, 403, 404, 413, 422, 429, 503)

@@ -1,0 +1,263 @@
+"""The hot path of the runtime surface, as lean ASGI: heartbeats from cached credentials into
+the liveness buffer, and 304s for unchanged pulls, without touching the database.
+
+Anything the fast path cannot answer with certainty (unknown credential, first heartbeat, a
+new version, a new config hash, a new session, bad input) goes to the regular FastAPI route,
+which does the full work and refills the caches. Every state-changing request outside the
+runtime surface clears the caches before its response leaves, so this process never serves a
+credential or desired state older than its own last change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fleetplane.api.context import AppContext, CachedCaller
+from fleetplane.api.errors import error_body
+from fleetplane.domain.tokens import token_hash
+from fleetplane.services.hotpath import RuntimeIdentity, WorkspaceAnswer
+
+HEARTBEAT = "/api/v1/heartbeat"
+PULLS = {"/api/v1/config": "config", "/api/v1/policies": "policies"}
+# Runtime-surface writes that cannot revoke or change anything the caches hold.
+NON_INVALIDATING = frozenset(
+    {
+        "/api/v1/heartbeat",
+        "/api/v1/config",
+        "/api/v1/policies",
+        "/api/v1/events",
+        "/api/v1/telemetry",
+        "/api/v1/evidence",
+        "/api/v1/sessions",
+        "/api/v1/sessions/register",
+        "/api/v1/sessions/deregister",
+    }
+)
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_STRING_FIELDS = ("workspace_id", "session_id", "agent_id", "runtime_version", "config_hash")
+
+
+def iso_z(value: Any) -> str:
+    """ISO 8601 with a Z suffix."""
+    return str(value.isoformat()).replace("+00:00", "Z")
+
+
+def bearer(scope: Scope) -> str | None:
+    """The bearer token of a raw ASGI request."""
+    raw = header(scope, b"authorization")
+    if raw is None:
+        return None
+    scheme, _, token = raw.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+def header(scope: Scope, wanted: bytes) -> str | None:
+    """One request header, decoded."""
+    headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
+    for name, value in headers:
+        if name == wanted:
+            return value.decode("latin-1")
+    return None
+
+
+def identity_key(workspace_id: str, kind: str, value: str) -> tuple[str, str, str]:
+    """Key of the identity cache: a runtime by id, or by agent id or session id in a workspace."""
+    return (workspace_id, kind, value)
+
+
+def remember_caller(context: AppContext, token: str, caller: CachedCaller) -> None:
+    """Cache a credential the database just confirmed."""
+    context.hot.callers.put(token_hash(token), caller)
+
+
+def remember_runtime(
+    context: AppContext,
+    identity: RuntimeIdentity,
+    *,
+    by_credential: bool,
+    agent_id: str | None,
+    session_id: str | None,
+) -> None:
+    """Cache what a runtime last reported, under the lookup its next heartbeat will use."""
+    if by_credential:
+        key = identity_key(identity.workspace_id, "id", identity.runtime_id)
+    elif agent_id:
+        key = identity_key(identity.workspace_id, "agent", agent_id)
+    elif session_id:
+        key = identity_key(identity.workspace_id, "session", session_id)
+    else:
+        return
+    context.hot.identities.put(key, identity)
+
+
+def remember_answer(context: AppContext, answer: WorkspaceAnswer) -> None:
+    """Cache what a heartbeat answer says about the workspace."""
+    context.hot.answers.put(answer.workspace_id, answer)
+
+
+def remember_etag(context: AppContext, workspace_id: str, kind: str, etag: str) -> None:
+    """Cache the current ETag of a pull."""
+    context.hot.etags.put((workspace_id, kind), etag)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
+async def _respond(send: Send, status: int, payload: Any, extra: list[Any] | None = None) -> None:
+    body = orjson.dumps(payload) if payload is not None else b""
+    headers = [(b"content-length", str(len(body)).encode())]
+    if payload is not None:
+        headers.append((b"content-type", b"application/json"))
+    headers.extend(extra or [])
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class HotPathMiddleware:
+    """Answers what it can from memory and hands the rest to the app."""
+
+    def __init__(self, app: ASGIApp, *, context: AppContext) -> None:
+        self.app = app
+        self.context = context
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method, path = scope["method"], scope["path"]
+        if method == "POST" and path == HEARTBEAT:
+            body = await _read_body(receive)
+            answered = await self._fast_heartbeat(scope, body, send)
+            if not answered:
+                await self.app(scope, _replay(body), send)
+            return
+        if method == "GET" and path in PULLS and self._not_modified(scope, PULLS[path]):
+            etag = header(scope, b"if-none-match") or ""
+            await _respond(send, 304, None, [(b"etag", etag.encode("latin-1"))])
+            return
+        if method in SAFE_METHODS or path in NON_INVALIDATING:
+            await self.app(scope, receive, send)
+            return
+        hot = self.context.hot
+
+        async def invalidating_send(message: Message) -> None:
+            # Clear before the answer leaves, so the caller's next request sees the change.
+            if message["type"] == "http.response.start":
+                hot.invalidate()
+            await send(message)
+
+        hot.invalidate()
+        await self.app(scope, receive, invalidating_send)
+
+    def _caller(self, scope: Scope) -> CachedCaller | None:
+        token = bearer(scope)
+        if token is None or not token.startswith(("fp_rt_", "fp_ws_")):
+            return None
+        return self.context.hot.callers.get(token_hash(token))
+
+    def _not_modified(self, scope: Scope, kind: str) -> bool:
+        caller = self._caller(scope)
+        presented = header(scope, b"if-none-match")
+        if caller is None or not presented:
+            return False
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        asked = query.get("workspace_id", [caller.workspace_id])[0]
+        if asked != caller.workspace_id:
+            return False
+        etag = self.context.hot.etags.get((caller.workspace_id, kind))
+        return etag is not None and etag in {p.strip() for p in presented.split(",")}
+
+    async def _fast_heartbeat(self, scope: Scope, body: bytes, send: Send) -> bool:
+        caller = self._caller(scope)
+        if caller is None:
+            return False
+        try:
+            fields = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return False
+        if not isinstance(fields, dict):
+            return False
+        for name in _STRING_FIELDS:
+            value = fields.get(name)
+            if value is not None and not isinstance(value, str):
+                return False
+        workspace_id = fields.get("workspace_id")
+        if workspace_id is not None and workspace_id != caller.workspace_id:
+            return False
+        identity = self._identity(caller, fields)
+        if identity is None or not identity.has_heartbeat:
+            return False
+        version = fields.get("runtime_version")
+        if version not in (None, "unknown", identity.version):
+            return False
+        observed = fields.get("config_hash")
+        if observed is not None and observed != identity.observed_config_hash:
+            return False
+        session_id = fields.get("session_id")
+        if session_id and session_id != identity.last_session_id:
+            return False
+        answer = self.context.hot.answers.get(caller.workspace_id)
+        now = self.context.clock()
+        if answer is None or (answer.dev_override_until and answer.dev_override_until <= now):
+            return False
+        if not self.context.hot.liveness.offer(identity.runtime_id, now, session_id):
+            await _respond(
+                send,
+                429,
+                error_body(
+                    "rate_limited",
+                    "the server is catching up; retry shortly",
+                    {"retryAfterSeconds": 1},
+                ),
+                [(b"retry-after", b"1")],
+            )
+            return True
+        await _respond(
+            send,
+            200,
+            {
+                "status": "ok",
+                "server_time": iso_z(now),
+                "next_heartbeat_ms": self.context.settings.heartbeat_interval_seconds * 1000,
+                "config_hash": answer.config_hash,
+                "policy_mode": answer.policy_mode,
+            },
+        )
+        return True
+
+    def _identity(self, caller: CachedCaller, fields: dict[str, Any]) -> RuntimeIdentity | None:
+        cache = self.context.hot.identities
+        if caller.runtime_id is not None:
+            return cache.get(identity_key(caller.workspace_id, "id", caller.runtime_id))
+        agent_id = fields.get("agent_id")
+        if agent_id:
+            return cache.get(identity_key(caller.workspace_id, "agent", agent_id))
+        session_id = fields.get("session_id")
+        if session_id:
+            return cache.get(identity_key(caller.workspace_id, "session", session_id))
+        return None

@@ -1,0 +1,189 @@
+"""In-process state of the heartbeat hot path: credential and desired-state caches, and the
+liveness buffer that coalesces heartbeats into batched writes.
+
+Nothing here is the source of truth: every entry expires within seconds, so several processes
+sharing one database stay consistent (a revoked credential fails everywhere within the
+credential lifetime, and at once in the process that revoked it).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from sqlalchemy import bindparam, func, or_, update
+
+from fleetplane.store.db import Database
+from fleetplane.store.models import Runtime
+
+log = logging.getLogger("fleetplane.liveness")
+
+
+@dataclass(frozen=True)
+class RuntimeIdentity:
+    """What the hot path knows of a runtime between database reads."""
+
+    runtime_id: str
+    workspace_id: str
+    version: str | None
+    observed_config_hash: str | None
+    has_heartbeat: bool
+    last_session_id: str | None
+
+
+@dataclass(frozen=True)
+class WorkspaceAnswer:
+    """What a heartbeat answer needs of the workspace's desired state."""
+
+    workspace_id: str
+    org_id: str
+    config_hash: str
+    policy_mode: str
+    dev_override_until: datetime | None
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class TtlCache(Generic[K, V]):
+    """A small thread-safe map whose entries expire after `ttl` seconds (monotonic clock)."""
+
+    def __init__(
+        self, *, ttl: float, max_entries: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: dict[K, tuple[float, V]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        """The live value under `key`, or None."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        expires, value = entry
+        if expires <= self._clock():
+            with self._lock:
+                self._entries.pop(key, None)
+            return None
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        """Remember `value`; when full, forget everything (cheap, and entries are short-lived)."""
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[key] = (self._clock() + self.ttl, value)
+
+    def clear(self) -> None:
+        """Forget every entry (after a revocation or a desired-state change in this process)."""
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class LivenessBuffer:
+    """Coalesces heartbeats per runtime and writes them in one batched UPDATE per flush.
+
+    The UPDATE only moves `last_heartbeat_at` forward, so processes flushing in any order
+    agree, and it never recreates a runtime revoked in the meantime (an upsert would).
+    """
+
+    def __init__(self, database: Database, *, max_pending: int) -> None:
+        self.database = database
+        self.max_pending = max_pending
+        self._pending: dict[str, tuple[datetime, str | None]] = {}
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self.flushes = 0
+        self.rows_written = 0
+
+    def offer(self, runtime_id: str, seen_at: datetime, session_id: str | None) -> bool:
+        """Buffer a heartbeat; False when the buffer is full (the caller answers 429)."""
+        with self._lock:
+            if runtime_id not in self._pending and len(self._pending) >= self.max_pending:
+                return False
+            self._pending[runtime_id] = (seen_at, session_id)
+            return True
+
+    @property
+    def depth(self) -> int:
+        """Runtimes waiting to be written."""
+        return len(self._pending)
+
+    def flush(self) -> int:
+        """Write every pending heartbeat in one transaction; returns the rows written."""
+        with self._flush_lock:
+            with self._lock:
+                if not self._pending:
+                    return 0
+                batch, self._pending = self._pending, {}
+            rows = [
+                {"rid": runtime_id, "seen": seen, "sid": session_id}
+                for runtime_id, (seen, session_id) in batch.items()
+            ]
+            statement = (
+                update(Runtime)
+                .where(
+                    Runtime.id == bindparam("rid"),
+                    or_(
+                        Runtime.last_heartbeat_at.is_(None),
+                        Runtime.last_heartbeat_at
+                        < bindparam("seen", type_=Runtime.last_heartbeat_at.type),
+                    ),
+                )
+                .values(
+                    last_heartbeat_at=bindparam("seen", type_=Runtime.last_heartbeat_at.type),
+                    last_session_id=func.coalesce(bindparam("sid"), Runtime.last_session_id),
+                )
+                .execution_options(synchronize_session=False)
+            )
+            try:
+                with self.database.engine.begin() as connection:
+                    connection.execute(statement, rows)
+            except Exception:
+                # Put the batch back (newer heartbeats win) so a database outage loses nothing.
+                with self._lock:
+                    for runtime_id, pending in batch.items():
+                        self._pending.setdefault(runtime_id, pending)
+                raise
+            self.flushes += 1
+            self.rows_written += len(rows)
+            return len(rows)
+
+
+class Flusher:
+    """A daemon thread that flushes the liveness buffer every `interval` seconds."""
+
+    def __init__(self, buffer: LivenessBuffer, *, interval: float) -> None:
+        self.buffer = buffer
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fleetplane-liveness", daemon=True)
+
+    def start(self) -> None:
+        """Begin flushing in the background."""
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.buffer.flush()
+            except Exception:
+                log.warning("liveness flush failed; retrying", exc_info=True)
+
+    def stop(self) -> None:
+        """Stop the thread and write what is still pending."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self.buffer.flush()

@@ -1,0 +1,222 @@
+"""The heartbeat hot path's mechanisms: coalescing, shutdown flush, 304s without queries,
+the buffer bound and revocation reaching cached credentials. (Speed is measured in bench/.)"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import event, select
+
+from fleetplane.api.app import create_app
+from fleetplane.settings import Settings
+from fleetplane.store.db import Database
+from fleetplane.store.models import Runtime
+from tests.conftest import ADMIN, Clock, auth, make_workspace
+
+
+@contextmanager
+def statements(database: Database) -> Iterator[list[tuple[str, int]]]:
+    """Record every SQL statement sent, with how many parameter sets it carried."""
+    seen: list[tuple[str, int]] = []
+
+    def record(
+        _conn: Any, _cursor: Any, statement: str, parameters: Any, _ctx: Any, executemany: bool
+    ) -> None:
+        seen.append((statement, len(parameters) if executemany else 1))
+
+    event.listen(database.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(database.engine, "before_cursor_execute", record)
+
+
+@pytest.fixture
+def slow_flush(settings: Settings) -> Settings:
+    # The background flusher waits 30 s, so the test decides when flushes happen.
+    return settings.model_copy(update={"liveness_flush_seconds": 30})
+
+
+def _app(settings: Settings, database: Database, clock: Clock) -> TestClient:
+    return TestClient(
+        create_app(settings, database=database, clock=clock), base_url="https://fleet.test"
+    )
+
+
+def _warm(client: TestClient, key: str, agents: list[str]) -> None:
+    for agent in agents:
+        first = client.post(
+            "/api/v1/heartbeat", json={"agent_id": agent, "session_id": agent}, headers=auth(key)
+        )
+        assert first.status_code == 200
+
+
+def test_heartbeats_coalesce_into_one_batched_write(
+    slow_flush: Settings, database: Database, clock: Clock
+) -> None:
+    with _app(slow_flush, database, clock) as client:
+        ws = make_workspace(client)
+        agents = [f"a{i}" for i in range(20)]
+        _warm(client, ws.api_key, agents)
+        context = client.app.state.context  # type: ignore[attr-defined]
+        with statements(database) as seen:
+            for _ in range(5):
+                clock.advance(1)
+                for agent in agents:
+                    response = client.post(
+                        "/api/v1/heartbeat",
+                        json={"agent_id": agent, "session_id": agent},
+                        headers=auth(ws.api_key),
+                    )
+                    assert response.status_code == 200
+                    assert response.json()["server_time"] == clock.now.isoformat().replace(
+                        "+00:00", "Z"
+                    )
+        assert seen == []  # 100 heartbeats, no database work yet
+        assert context.hot.liveness.depth == 20
+        with statements(database) as seen:
+            assert context.hot.liveness.flush() == 20
+        updates = [(sql, n) for sql, n in seen if sql.lstrip().upper().startswith("UPDATE")]
+        assert len(updates) == 1
+        assert updates[0][1] == 20  # one row per runtime, whatever the heartbeat count
+    with database.read() as session:
+        stamps = set(session.scalars(select(Runtime.last_heartbeat_at)))
+    assert stamps == {clock.now}
+
+
+def test_clean_shutdown_loses_no_acknowledged_heartbeat(
+    slow_flush: Settings, database: Database, clock: Clock
+) -> None:
+    with _app(slow_flush, database, clock) as client:
+        ws = make_workspace(client)
+        _warm(client, ws.api_key, ["a", "b"])
+        clock.advance(42)
+        for agent in ("a", "b"):
+            client.post(
+                "/api/v1/heartbeat",
+                json={"agent_id": agent, "session_id": agent},
+                headers=auth(ws.api_key),
+            )
+        assert client.app.state.context.hot.liveness.depth == 2  # type: ignore[attr-defined]
+    with database.read() as session:
+        assert set(session.scalars(select(Runtime.last_heartbeat_at))) == {clock.now}
+
+
+def test_matching_if_none_match_is_answered_without_a_query(
+    settings: Settings, database: Database, clock: Clock
+) -> None:
+    with _app(settings, database, clock) as client:
+        ws = make_workspace(client)
+        for path in ("/api/v1/config", "/api/v1/policies"):
+            first = client.get(
+                path, params={"workspace_id": ws.workspace_id}, headers=auth(ws.api_key)
+            )
+            with statements(database) as seen:
+                again = client.get(
+                    path,
+                    params={"workspace_id": ws.workspace_id},
+                    headers={**auth(ws.api_key), "If-None-Match": first.headers["etag"]},
+                )
+            assert again.status_code == 304
+            assert again.headers["etag"] == first.headers["etag"]
+            assert seen == []
+        # A config change in this process shows at once: no stale 304.
+        client.put(f"/api/v1/workspaces/{ws.workspace_id}/config", json={"x": 1}, headers=ADMIN)
+        changed = client.get(
+            "/api/v1/config",
+            params={"workspace_id": ws.workspace_id},
+            headers={**auth(ws.api_key), "If-None-Match": first.headers["etag"]},
+        )
+        assert changed.status_code == 200
+
+
+def test_full_buffer_answers_429(settings: Settings, database: Database, clock: Clock) -> None:
+    small = settings.model_copy(update={"heartbeat_buffer_max": 2, "liveness_flush_seconds": 30})
+    with _app(small, database, clock) as client:
+        ws = make_workspace(client)
+        _warm(client, ws.api_key, ["a", "b", "c"])
+        codes = [
+            client.post(
+                "/api/v1/heartbeat", json={"agent_id": a, "session_id": a}, headers=auth(ws.api_key)
+            )
+            for a in ("a", "b", "c")
+        ]
+        assert [c.status_code for c in codes] == [200, 200, 429]
+        assert codes[2].headers["retry-after"] == "1"
+        assert codes[2].json()["error"]["code"] == "rate_limited"
+        client.app.state.context.hot.liveness.flush()  # type: ignore[attr-defined]
+        again = client.post(
+            "/api/v1/heartbeat", json={"agent_id": "c", "session_id": "c"}, headers=auth(ws.api_key)
+        )
+        assert again.status_code == 200
+
+
+def test_revocation_reaches_another_process_within_the_cache_lifetime(
+    settings: Settings, database: Database, clock: Clock
+) -> None:
+    short = settings.model_copy(update={"credential_cache_seconds": 0.3})
+    with _app(short, database, clock) as first, _app(short, database, clock) as second:
+        ws = make_workspace(first)
+        issued = first.post(
+            f"/api/v1/workspaces/{ws.workspace_id}/runtimes", json={"agentId": "r"}, headers=ADMIN
+        ).json()
+        beat = {"session_id": "s"}
+        for _ in range(2):  # the second one is served from the cache
+            assert (
+                second.post(
+                    "/api/v1/heartbeat", json=beat, headers=auth(issued["credential"])
+                ).status_code
+                == 200
+            )
+        revoked = first.delete(
+            f"/api/v1/workspaces/{ws.workspace_id}/runtimes/{issued['runtimeId']}", headers=ADMIN
+        )
+        assert revoked.status_code == 204
+        assert (
+            first.post(
+                "/api/v1/heartbeat", json=beat, headers=auth(issued["credential"])
+            ).status_code
+            == 401
+        )
+        time.sleep(0.35)
+        assert (
+            second.post(
+                "/api/v1/heartbeat", json=beat, headers=auth(issued["credential"])
+            ).status_code
+            == 401
+        )
+
+
+def test_changes_leave_the_fast_path(
+    slow_flush: Settings, database: Database, clock: Clock
+) -> None:
+    """A new version or config hash is written at once, not buffered."""
+    with _app(slow_flush, database, clock) as client:
+        ws = make_workspace(client)
+        _warm(client, ws.api_key, ["a"])
+        digest = "a" * 64
+        response = client.post(
+            "/api/v1/heartbeat",
+            json={
+                "agent_id": "a",
+                "session_id": "a",
+                "runtime_version": "3.12.6",
+                "config_hash": digest,
+            },
+            headers=auth(ws.api_key),
+        )
+        assert response.status_code == 200
+        with database.read() as session:
+            runtime = session.scalars(select(Runtime)).one()
+        assert (runtime.version, runtime.observed_config_hash) == ("3.12.6", digest)
+        bad = client.post(
+            "/api/v1/heartbeat",
+            json={"agent_id": "a", "runtime_version": "x"},
+            headers=auth(ws.api_key),
+        )
+        assert bad.status_code == 422
