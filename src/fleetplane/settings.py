@@ -38,8 +38,11 @@ class Settings(BaseSettings):
     bootstrap_admin_token: SecretStr | None = None
     enrollment_default_ttl_seconds: int = Field(default=24 * 3600, gt=0)
     event_retention_days: int = Field(default=30, gt=0)
-    credential_cache_seconds: float = Field(default=5.0, ge=0, le=5)
-    desired_cache_seconds: float = Field(default=1.0, ge=0, le=1)
+    # How often each process checks the audit log for changes committed by other processes;
+    # a revocation or desired-state change reaches every process's caches within this time.
+    cache_poll_seconds: float = Field(default=0.5, gt=0, le=1)
+    # A safety net: cached credentials and answers are re-read at least this often.
+    cache_max_age_seconds: float = Field(default=300.0, gt=0, le=3600)
     liveness_flush_seconds: float = Field(default=1.0, ge=1, le=30)
     heartbeat_buffer_max: int = Field(default=200_000, gt=0)
     session_hours: int = Field(default=12, gt=0)

@@ -46,7 +46,9 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         bootstrap(context)
         context.hot.flusher.start()
+        context.hot.watcher.start()
         yield
+        context.hot.watcher.stop()
         # Write every acknowledged heartbeat before the process goes.
         context.hot.flusher.stop()
         if database is None:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from fleetplane.domain.fleet import HealthThresholds
 from fleetplane.services.fleet import FleetRules
 from fleetplane.services.hotpath import (
+    ChangeWatcher,
     Flusher,
     LivenessBuffer,
     RuntimeIdentity,
@@ -40,23 +41,23 @@ class HotPath:
         # Caches hold one entry per runtime or credential; they are sized apart from the
         # liveness buffer so that a small buffer still answers 429 instead of missing the cache.
         cap = max(2 * settings.heartbeat_buffer_max, 1000)
-        self.callers: TtlCache[str, CachedCaller] = TtlCache(
-            ttl=settings.credential_cache_seconds, max_entries=cap
-        )
+        age = settings.cache_max_age_seconds
+        self.callers: TtlCache[str, CachedCaller] = TtlCache(ttl=age, max_entries=cap)
         self.identities: TtlCache[tuple[str, str, str], RuntimeIdentity] = TtlCache(
-            ttl=settings.credential_cache_seconds, max_entries=cap
+            ttl=age, max_entries=cap
         )
-        self.answers: TtlCache[str, WorkspaceAnswer] = TtlCache(
-            ttl=settings.desired_cache_seconds, max_entries=cap
-        )
-        self.etags: TtlCache[tuple[str, str], str] = TtlCache(
-            ttl=settings.desired_cache_seconds, max_entries=cap
-        )
+        self.answers: TtlCache[str, WorkspaceAnswer] = TtlCache(ttl=age, max_entries=cap)
+        self.etags: TtlCache[tuple[str, str], str] = TtlCache(ttl=age, max_entries=cap)
         self.liveness = LivenessBuffer(database, max_pending=settings.heartbeat_buffer_max)
         self.flusher = Flusher(self.liveness, interval=settings.liveness_flush_seconds)
+        self.watcher = ChangeWatcher(database, self, interval=settings.cache_poll_seconds)
+        # Bumped on every invalidation; a reader that started under an older generation may
+        # have read data older than the change, so it must not cache what it read.
+        self.generation = 0
 
     def invalidate(self) -> None:
         """Forget every cached credential and answer: a change in this process shows at once."""
+        self.generation += 1
         for cache in (self.callers, self.identities, self.answers, self.etags):
             cache.clear()
 

@@ -71,8 +71,12 @@ def identity_key(workspace_id: str, kind: str, value: str) -> tuple[str, str, st
     return (workspace_id, kind, value)
 
 
-def remember_caller(context: AppContext, token: str, caller: CachedCaller) -> None:
-    """Cache a credential the database just confirmed."""
+def remember_caller(
+    context: AppContext, token: str, caller: CachedCaller, *, generation: int
+) -> None:
+    """Cache a credential the database just confirmed (unless a change came in meanwhile)."""
+    if context.hot.generation != generation:
+        return
     context.hot.callers.put(token_hash(token), caller)
 
 
@@ -83,8 +87,11 @@ def remember_runtime(
     by_credential: bool,
     agent_id: str | None,
     session_id: str | None,
+    generation: int,
 ) -> None:
     """Cache what a runtime last reported, under the lookup its next heartbeat will use."""
+    if context.hot.generation != generation:
+        return
     if by_credential:
         key = identity_key(identity.workspace_id, "id", identity.runtime_id)
     elif agent_id:
@@ -96,13 +103,19 @@ def remember_runtime(
     context.hot.identities.put(key, identity)
 
 
-def remember_answer(context: AppContext, answer: WorkspaceAnswer) -> None:
+def remember_answer(context: AppContext, answer: WorkspaceAnswer, *, generation: int) -> None:
     """Cache what a heartbeat answer says about the workspace."""
+    if context.hot.generation != generation:
+        return
     context.hot.answers.put(answer.workspace_id, answer)
 
 
-def remember_etag(context: AppContext, workspace_id: str, kind: str, etag: str) -> None:
+def remember_etag(
+    context: AppContext, workspace_id: str, kind: str, etag: str, *, generation: int
+) -> None:
     """Cache the current ETag of a pull."""
+    if context.hot.generation != generation:
+        return
     context.hot.etags.put((workspace_id, kind), etag)
 
 

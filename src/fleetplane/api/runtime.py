@@ -59,7 +59,12 @@ def _policies_body(session: Session, context: AppContext, caller: RuntimeCaller)
 
 
 def remember(
-    context: AppContext, token: str | None, caller: RuntimeCaller, desired: DesiredState
+    context: AppContext,
+    token: str | None,
+    caller: RuntimeCaller,
+    desired: DesiredState,
+    *,
+    generation: int,
 ) -> None:
     """Cache what the database just confirmed, for the hot path's next requests."""
     if token is None:
@@ -72,6 +77,7 @@ def remember(
             org_id=caller.workspace.org_id,
             runtime_id=caller.runtime.id if caller.runtime is not None else None,
         ),
+        generation=generation,
     )
     hot.remember_answer(
         context,
@@ -82,12 +88,14 @@ def remember(
             policy_mode=desired.policy_mode,
             dev_override_until=desired.dev_override_until,
         ),
+        generation=generation,
     )
 
 
 @router.post("/heartbeat")
 def heartbeat(body: schemas.HeartbeatRequest, context: Context, token: Token) -> dict[str, Any]:
     """Record a heartbeat; the answer carries the desired config hash and the policy mode."""
+    generation = context.hot.generation
     with context.database.unit_of_work() as session:
         caller = authenticate_runtime(session, token=token)
         runtime = runtime_service.record_heartbeat(
@@ -103,7 +111,7 @@ def heartbeat(body: schemas.HeartbeatRequest, context: Context, token: Token) ->
             now=context.clock(),
         )
         desired = desired_for_caller(session, context, caller)
-    remember(context, token, caller, desired)
+    remember(context, token, caller, desired, generation=generation)
     hot.remember_runtime(
         context,
         RuntimeIdentity(
@@ -117,6 +125,7 @@ def heartbeat(body: schemas.HeartbeatRequest, context: Context, token: Token) ->
         by_credential=caller.via_runtime_credential,
         agent_id=body.agent_id,
         session_id=body.session_id,
+        generation=generation,
     )
     return {
         "status": "ok",
@@ -144,14 +153,17 @@ def get_config(
     request: Request, context: Context, token: Token, workspace_id: str | None = None
 ) -> Response:
     """As `POST /config`, honouring If-None-Match with 304."""
+    generation = context.hot.generation
     with context.database.unit_of_work() as session:
         caller = authenticate_runtime(session, token=token)
         check_workspace(caller, workspace_id)
         payload = _config_body(session, context, caller)
         desired = workspace_service.desired_state(session, workspace=caller.workspace)
     response = json_with_etag(request, payload, honour_if_none_match=True)
-    remember(context, token, caller, desired)
-    hot.remember_etag(context, caller.workspace.id, "config", response.headers["etag"])
+    remember(context, token, caller, desired, generation=generation)
+    hot.remember_etag(
+        context, caller.workspace.id, "config", response.headers["etag"], generation=generation
+    )
     return response
 
 
@@ -172,14 +184,17 @@ def get_policies(
     request: Request, context: Context, token: Token, workspace_id: str | None = None
 ) -> Response:
     """As `POST /policies`, honouring If-None-Match with 304."""
+    generation = context.hot.generation
     with context.database.unit_of_work() as session:
         caller = authenticate_runtime(session, token=token)
         check_workspace(caller, workspace_id)
         payload = _policies_body(session, context, caller)
         desired = workspace_service.desired_state(session, workspace=caller.workspace)
     response = json_with_etag(request, payload, honour_if_none_match=True)
-    remember(context, token, caller, desired)
-    hot.remember_etag(context, caller.workspace.id, "policies", response.headers["etag"])
+    remember(context, token, caller, desired, generation=generation)
+    hot.remember_etag(
+        context, caller.workspace.id, "policies", response.headers["etag"], generation=generation
+    )
     return response
 
 

@@ -14,12 +14,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
-from sqlalchemy import bindparam, func, or_, update
+from sqlalchemy import bindparam, func, or_, select, update
 
 from fleetplane.store.db import Database
-from fleetplane.store.models import Runtime
+from fleetplane.store.models import AuditEntry, Runtime
 
 log = logging.getLogger("fleetplane.liveness")
 
@@ -187,3 +187,57 @@ class Flusher:
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         self.buffer.flush()
+
+
+class Invalidatable(Protocol):
+    """Something holding caches that a committed change makes stale."""
+
+    def invalidate(self) -> None:
+        """Forget every cached entry."""
+
+
+class ChangeWatcher:
+    """Notices changes other processes committed, through the audit log's newest sequence.
+
+    Every mutation writes its audit row in the same transaction as the change, so the newest
+    audit sequence moves exactly when a change was committed: one indexed read per interval
+    per process keeps every cache of every process within `interval` of the database.
+    """
+
+    def __init__(self, database: Database, target: Invalidatable, *, interval: float) -> None:
+        self.database = database
+        self.target = target
+        self.interval = interval
+        self.seen: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fleetplane-changes", daemon=True)
+
+    def check(self) -> bool:
+        """Read the newest audit sequence; invalidate and return True if it moved."""
+        with self.database.engine.connect() as connection:
+            newest = connection.execute(select(func.max(AuditEntry.seq))).scalar() or 0
+        moved = self.seen is not None and newest != self.seen
+        self.seen = newest
+        if moved:
+            self.target.invalidate()
+        return moved
+
+    def start(self) -> None:
+        """Begin watching in the background."""
+        self.check()
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.check()
+            except Exception:
+                # Without the database nothing is known to have changed; drop what we hold.
+                self.target.invalidate()
+                log.warning("change watch failed; caches cleared", exc_info=True)
+
+    def stop(self) -> None:
+        """Stop watching."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
