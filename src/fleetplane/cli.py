@@ -9,9 +9,11 @@ import typer
 import uvicorn
 
 from fleetplane.api.context import system_clock
+from fleetplane.client.agent import agent_command
 from fleetplane.services import accounts
 from fleetplane.services import demo as demo_service
 from fleetplane.settings import Settings
+from fleetplane.sim import simulate_command
 from fleetplane.store import migrate
 from fleetplane.store.db import Database
 
@@ -22,6 +24,9 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 admin_app = typer.Typer(help="Users and operator tokens.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
+# The runtime agent and the simulator speak HTTP only; they are commands here for convenience.
+app.command("agent")(agent_command)
+app.command("simulate")(simulate_command)
 
 
 def _settings() -> Settings:
@@ -41,6 +46,9 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    access_log: Annotated[
+        bool, typer.Option(help="Log every request (costly under load).")
+    ] = False,
 ) -> None:
     """Migrate the database, then serve the API and dashboard."""
     settings = _settings()
@@ -53,6 +61,7 @@ def serve(
         port=port,
         workers=workers,
         log_level="info",
+        access_log=access_log,
         proxy_headers=True,
     )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI
 
 from fleetplane.api.app import create_app
@@ -10,4 +12,9 @@ from fleetplane.settings import Settings
 
 def app() -> FastAPI:
     """An app configured from `FLEETPLANE_*` environment variables."""
+    # Worker processes start without the parent's logging set-up.
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
     return create_app(Settings())

@@ -14,12 +14,15 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fleetplane.api.context import AppContext, CachedCaller
 from fleetplane.api.errors import error_body
 from fleetplane.domain.tokens import token_hash
 from fleetplane.services.hotpath import RuntimeIdentity, WorkspaceAnswer
+from fleetplane.store.models import Runtime
 
 HEARTBEAT = "/api/v1/heartbeat"
 PULLS = {"/api/v1/config": "config", "/api/v1/policies": "policies"}
@@ -223,6 +226,9 @@ class HotPathMiddleware:
         if workspace_id is not None and workspace_id != caller.workspace_id:
             return False
         identity = self._identity(caller, fields)
+        if identity is None:
+            # A runtime this process has not seen yet: one indexed read, no write.
+            identity = await run_in_threadpool(self._load_identity, caller, fields)
         if identity is None or not identity.has_heartbeat:
             return False
         version = fields.get("runtime_version")
@@ -262,6 +268,48 @@ class HotPathMiddleware:
             },
         )
         return True
+
+    def _load_identity(
+        self, caller: CachedCaller, fields: dict[str, Any]
+    ) -> RuntimeIdentity | None:
+        """Read a runtime the cache misses, by the same lookup the full route would use."""
+        generation = self.context.hot.generation
+        agent_id, session_id = fields.get("agent_id"), fields.get("session_id")
+        by_credential = caller.runtime_id is not None
+        if not by_credential and not agent_id:
+            return None  # a lookup through sessions is rare; the full route does it
+        query = select(
+            Runtime.id,
+            Runtime.version,
+            Runtime.observed_config_hash,
+            Runtime.last_heartbeat_at,
+            Runtime.last_session_id,
+        ).where(Runtime.workspace_id == caller.workspace_id)
+        if by_credential:
+            query = query.where(Runtime.id == caller.runtime_id)
+        else:
+            query = query.where(Runtime.agent_id == agent_id)
+        with self.context.database.read() as session:
+            row = session.execute(query).one_or_none()
+        if row is None:
+            return None
+        identity = RuntimeIdentity(
+            runtime_id=row.id,
+            workspace_id=caller.workspace_id,
+            version=row.version,
+            observed_config_hash=row.observed_config_hash,
+            has_heartbeat=row.last_heartbeat_at is not None,
+            last_session_id=row.last_session_id,
+        )
+        remember_runtime(
+            self.context,
+            identity,
+            by_credential=by_credential,
+            agent_id=agent_id,
+            session_id=session_id,
+            generation=generation,
+        )
+        return identity
 
     def _identity(self, caller: CachedCaller, fields: dict[str, Any]) -> RuntimeIdentity | None:
         cache = self.context.hot.identities

@@ -148,7 +148,7 @@ class LivenessBuffer:
                 .execution_options(synchronize_session=False)
             )
             try:
-                with self.database.engine.begin() as connection:
+                with self.database.write_connection() as connection:
                     connection.execute(statement, rows)
             except Exception:
                 # Put the batch back (newer heartbeats win) so a database outage loses nothing.
@@ -187,6 +187,10 @@ class Flusher:
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         self.buffer.flush()
+        log.info(
+            "liveness buffer stopped: flushes=%d rows=%d", self.buffer.flushes,
+            self.buffer.rows_written,
+        )
 
 
 class Invalidatable(Protocol):

@@ -1,0 +1,31 @@
+-- wrk script: heartbeats from many distinct runtimes through the workspace key.
+-- Each thread walks its own slice of the agent ids so every runtime is visited.
+local counter = 0
+local thread_index = 0
+local threads = 1
+
+local created = 0
+function setup(thread)
+  thread:set("thread_index", created)
+  created = created + 1
+end
+
+function init(args)
+  runtimes = tonumber(os.getenv("BENCH_RUNTIMES") or "1000")
+  workspace = os.getenv("BENCH_WORKSPACE")
+  key = os.getenv("BENCH_KEY")
+  threads = tonumber(os.getenv("BENCH_THREADS") or "2")
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+  wrk.headers["Authorization"] = "Bearer " .. key
+end
+
+function request()
+  local n = (counter * threads + thread_index) % runtimes
+  counter = counter + 1
+  local agent = string.format("rt-%06d", n)
+  local body = '{"workspace_id":"' .. workspace .. '","session_id":"' .. agent ..
+    '","agent_id":"' .. agent .. '","health":{"busy":false}}'
+  return wrk.format(nil, "/api/v1/heartbeat", nil, body)
+end
+
