@@ -203,6 +203,11 @@ ROWS: dict[tuple[str, str], tuple[str, Body | None]] = {
     ("PUT", "/api/v1/workspaces/{workspace_id}/config"): ("ws_admin", _unique(lambda t: {"t": t})),
     ("GET", "/api/v1/workspaces/{workspace_id}/config/revisions"): ("ws_read", None),
     ("GET", "/api/v1/workspaces/{workspace_id}/config/revisions/{number}"): ("ws_read", None),
+    ("POST", "/api/v1/workspaces/{workspace_id}/config/rollback"): (
+        "ws_admin",
+        _json({"number": 1}),
+    ),
+    ("GET", "/api/v1/workspaces/{workspace_id}/config/diff"): ("ws_read", None),
     ("GET", "/api/v1/workspaces/{workspace_id}/policies"): ("ws_read", None),
     ("PUT", "/api/v1/workspaces/{workspace_id}/policies"): ("ws_admin", POLICY),
     ("POST", "/api/v1/workspaces/{workspace_id}/policies/preview"): (
@@ -274,7 +279,8 @@ def _url(path: str, world: World, role: str) -> str:
         "token_id": world.own_token_ids.get(role, "x"),
         "number": "1",
     }
-    return path.format(**values)
+    url = path.format(**values)
+    return url + "?from=1&to=1" if url.endswith("/config/diff") else url
 
 
 def _prepare(client: TestClient, world: World, route: tuple[str, str], role: str) -> dict[str, Any]:

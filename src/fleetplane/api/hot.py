@@ -225,6 +225,8 @@ class HotPathMiddleware:
         workspace_id = fields.get("workspace_id")
         if workspace_id is not None and workspace_id != caller.workspace_id:
             return False
+        if fields.get("config_apply_failed_hash") is not None:
+            return False  # a reported failure changes drift: the full route records it
         identity = self._identity(caller, fields)
         if identity is None:
             # A runtime this process has not seen yet: one indexed read, no write.

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import Field
 
 from fleetplane.api import schemas
@@ -270,3 +270,45 @@ def get_workspace_policies(workspace_id: str, context: Context, user: Operator) 
             session, user=user, workspace_id=workspace_id, level=Level.READ
         )
         return workspace_service.workspace_policy(workspace).to_dict()
+
+
+class Rollback(OperatorBody):
+    number: int = Field(ge=1)
+
+
+@router.post("/workspaces/{workspace_id}/config/rollback")
+def rollback_config(
+    workspace_id: str, body: Rollback, context: Context, user: Operator
+) -> dict[str, Any]:
+    """Make an earlier revision current again (as a new revision with its document)."""
+    with context.database.unit_of_work() as session:
+        workspace = access.require_workspace(
+            session, user=user, workspace_id=workspace_id, level=Level.ADMIN, for_update=True
+        )
+        revision = workspace_service.rollback_config(
+            session,
+            workspace=workspace,
+            number=body.number,
+            actor=user.email,
+            now=context.clock(),
+        )
+        return {"configRevision": {"number": revision.number, "hash": revision.hash}}
+
+
+@router.get("/workspaces/{workspace_id}/config/diff")
+def diff_config(
+    workspace_id: str,
+    context: Context,
+    user: Operator,
+    from_number: Annotated[int, Query(alias="from", ge=1)],
+    to_number: Annotated[int, Query(alias="to", ge=1)],
+) -> dict[str, Any]:
+    """A unified diff between two revisions."""
+    with context.database.read() as session:
+        workspace = access.require_workspace(
+            session, user=user, workspace_id=workspace_id, level=Level.READ
+        )
+        diff = workspace_service.diff_revisions(
+            session, workspace=workspace, from_number=from_number, to_number=to_number
+        )
+    return {"from": from_number, "to": to_number, "diff": diff}

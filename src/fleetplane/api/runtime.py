@@ -107,6 +107,8 @@ def heartbeat(body: schemas.HeartbeatRequest, context: Context, token: Token) ->
                 agent_id=body.agent_id,
                 runtime_version=body.runtime_version,
                 config_hash=body.config_hash,
+                apply_failed_hash=body.config_apply_failed_hash,
+                apply_error=body.config_apply_error,
             ),
             now=context.clock(),
         )

@@ -28,6 +28,9 @@ class HeartbeatRequest(RuntimeBody):
     health: HeartbeatHealth | None = None
     runtime_version: str | None = Field(default=None, max_length=100)
     config_hash: str | None = None
+    # fleetplane extension: the hash the runtime failed to apply, and why.
+    config_apply_failed_hash: str | None = None
+    config_apply_error: str | None = Field(default=None, max_length=2000)
 
 
 class WorkspaceScopedRequest(RuntimeBody):

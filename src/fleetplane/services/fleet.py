@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from fleetplane.domain.errors import Invalid
@@ -139,6 +139,14 @@ def fleet_page(
     more = len(rows) > page_size
     rows = rows[:page_size]
     revision_numbers = _revision_numbers(session, desired.workspace_id, [r[0] for r in rows])
+    on_current = (
+        session.scalar(
+            select(func.count()).where(
+                *clauses, Runtime.observed_config_hash == desired.config_hash
+            )
+        )
+        or 0
+    )
     runtimes = []
     for runtime, health_value, compat, drift_value, reason, warnings in rows:
         age = (
@@ -162,6 +170,11 @@ def fleet_page(
                 else None,
                 "observedConfigHash": runtime.observed_config_hash,
                 "observedConfigRevision": revision_numbers.get(runtime.observed_config_hash or ""),
+                "revisionsBehind": _behind(
+                    desired.config_revision,
+                    revision_numbers.get(runtime.observed_config_hash or ""),
+                    runtime.observed_config_hash == desired.config_hash,
+                ),
                 "enrolledAt": _iso(runtime.enrolled_at),
                 "lastSessionId": runtime.last_session_id,
                 "warnings24h": warnings,
@@ -174,8 +187,24 @@ def fleet_page(
         "runtimes": runtimes,
         "summary": summary.to_api(),
         "desiredState": desired_state_view(desired),
+        "rollout": {
+            "revision": desired.config_revision,
+            "onRevision": on_current,
+            "expected": summary.total,
+            "startedAt": _iso(desired.config_updated_at),
+            "runningSeconds": int((now - desired.config_updated_at).total_seconds()),
+        },
         "nextCursor": encode_cursor([last.agent_id, last.id]) if last is not None else None,
     }
+
+
+def _behind(current: int, observed: int | None, on_current: bool) -> int | None:
+    """How many revisions a runtime trails the desired one (None when its hash is unknown)."""
+    if on_current:
+        return 0
+    if observed is None:
+        return None
+    return max(current - observed, 0)
 
 
 def _revision_numbers(

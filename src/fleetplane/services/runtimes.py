@@ -185,6 +185,8 @@ class Heartbeat:
     agent_id: str | None
     runtime_version: str | None
     config_hash: str | None
+    apply_failed_hash: str | None = None
+    apply_error: str | None = None
 
 
 def record_heartbeat(
@@ -196,6 +198,8 @@ def record_heartbeat(
     normalise_reported_version(heartbeat.runtime_version)
     if heartbeat.config_hash is not None:
         check_config_hash(heartbeat.config_hash, field="config_hash")
+    if heartbeat.apply_failed_hash is not None:
+        check_config_hash(heartbeat.apply_failed_hash, field="config_apply_failed_hash")
     if caller.runtime is None and not (heartbeat.agent_id or heartbeat.session_id):
         raise Invalid("a heartbeat needs session_id or agent_id", code="missing_identity")
     runtime = resolve_runtime(
@@ -211,6 +215,9 @@ def record_heartbeat(
     _set_version(runtime, heartbeat.runtime_version)
     if heartbeat.config_hash is not None:
         _observe_hash(runtime, heartbeat.config_hash)
+    if heartbeat.apply_failed_hash is not None:
+        runtime.apply_failed_hash = heartbeat.apply_failed_hash
+        runtime.apply_failed_message = heartbeat.apply_error
     if heartbeat.session_id:
         _note_session(session, runtime, heartbeat.session_id, now)
     session.flush()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -280,7 +282,13 @@ def current_config(session: Session, *, workspace: Workspace) -> ConfigRevision:
 
 
 def store_config(
-    session: Session, *, workspace: Workspace, document: Any, actor: str, now: datetime
+    session: Session,
+    *,
+    workspace: Workspace,
+    document: Any,
+    actor: str,
+    now: datetime,
+    action: str = "config.update",
 ) -> ConfigRevision:
     """Store a config document: identical to the current one returns it, else a new revision."""
     if not isinstance(document, dict):
@@ -310,7 +318,7 @@ def store_config(
     audit.record(
         session,
         actor=actor,
-        action="config.update",
+        action=action,
         target=f"workspace:{workspace.id}",
         now=now,
         org_id=workspace.org_id,
@@ -429,3 +437,39 @@ def org_policy(org: Org) -> PolicySet:
 def workspace_policy(workspace: Workspace) -> PolicySet:
     """The workspace-scoped policy set."""
     return _stored_policy(workspace.policy)
+
+
+def rollback_config(
+    session: Session, *, workspace: Workspace, number: int, actor: str, now: datetime
+) -> ConfigRevision:
+    """Make an earlier revision's document current again, as a new revision."""
+    earlier = config_revision(session, workspace=workspace, number=number)
+    return store_config(
+        session,
+        workspace=workspace,
+        document=earlier.document,
+        actor=actor,
+        now=now,
+        action="config.rollback",
+    )
+
+
+def diff_revisions(
+    session: Session, *, workspace: Workspace, from_number: int, to_number: int
+) -> str:
+    """A unified diff between two revisions' documents, each pretty-printed with sorted keys."""
+    before = config_revision(session, workspace=workspace, number=from_number)
+    after = config_revision(session, workspace=workspace, number=to_number)
+
+    def lines(document: Any) -> list[str]:
+        text = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False)
+        return text.splitlines(keepends=True)
+
+    return "".join(
+        difflib.unified_diff(
+            lines(before.document),
+            lines(after.document),
+            fromfile=f"revision {from_number}",
+            tofile=f"revision {to_number}",
+        )
+    )
