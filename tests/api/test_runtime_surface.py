@@ -352,3 +352,23 @@ def test_probes_and_openapi(client: TestClient) -> None:
         "/api/v1/workspaces/{workspace_id}/config",
     ):
         assert path in paths
+
+
+def test_security_headers_on_every_response(client: TestClient) -> None:
+    ws = make_workspace(client)
+    responses = [
+        client.get("/healthz"),
+        client.get("/api/v1/workspaces/nope", headers=ADMIN),
+        client.post("/api/v1/heartbeat", json={"session_id": "s"}, headers=auth(ws.api_key)),
+        client.post("/api/v1/heartbeat", json={"session_id": "s"}, headers=auth(ws.api_key)),
+        client.post("/api/v1/events", content=b"x" * 70_000, headers=auth(ws.api_key)),
+    ]
+    assert [r.status_code for r in responses] == [200, 404, 200, 200, 413]
+    for response in responses:
+        csp = response.headers["content-security-policy"]
+        assert "script-src 'self'" in csp
+        assert "frame-ancestors 'none'" in csp
+        assert "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["referrer-policy"] == "no-referrer"
+        assert response.headers["strict-transport-security"].startswith("max-age=")

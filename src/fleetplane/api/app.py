@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse
 from fleetplane.api import accounts, errors, fleet, operator, orgs, probes, runtime
 from fleetplane.api.context import AppContext, system_clock
 from fleetplane.api.hot import HotPathMiddleware
-from fleetplane.api.middleware import BodyLimit
+from fleetplane.api.middleware import BodyLimit, SecurityHeaders
 from fleetplane.services.accounts import bootstrap_superuser
 from fleetplane.settings import Settings
 from fleetplane.store.db import Database
@@ -82,4 +82,5 @@ def create_app(
 
     app.add_middleware(HotPathMiddleware, context=context)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders, hsts=settings.secure_cookies)
     return app
