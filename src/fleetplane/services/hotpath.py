@@ -188,7 +188,8 @@ class Flusher:
             self._thread.join(timeout=5)
         self.buffer.flush()
         log.info(
-            "liveness buffer stopped: flushes=%d rows=%d", self.buffer.flushes,
+            "liveness buffer stopped: flushes=%d rows=%d",
+            self.buffer.flushes,
             self.buffer.rows_written,
         )
 
