@@ -19,7 +19,7 @@ run: install
 	$(BIN)/fleetplane db upgrade
 	FLEETPLANE_PUBLIC_URL=$${FLEETPLANE_PUBLIC_URL:-http://$(HOST):$(PORT)} $(BIN)/fleetplane demo
 	@echo "open http://$(HOST):$(PORT)/dashboard/observe (Ctrl+C stops the server)"
-	FLEETPLANE_PUBLIC_URL=$${FLEETPLANE_PUBLIC_URL:-http://$(HOST):$(PORT)} $(BIN)/fleetplane serve --host $(HOST) --port $(PORT)
+	FLEETPLANE_PUBLIC_URL=$${FLEETPLANE_PUBLIC_URL:-http://$(HOST):$(PORT)} $(BIN)/fleetplane serve --host $(HOST) --port $(PORT) --simulate 60
 
 lint: install
 	$(BIN)/ruff check src tests bench

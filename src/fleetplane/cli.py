@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import threading
+import time
 from typing import Annotated
 
+import httpx
 import typer
 import uvicorn
 
@@ -13,6 +18,7 @@ from fleetplane.client.agent import agent_command
 from fleetplane.services import accounts
 from fleetplane.services import demo as demo_service
 from fleetplane.settings import Settings
+from fleetplane.sim import simulate as run_simulation
 from fleetplane.sim import simulate_command
 from fleetplane.store import migrate
 from fleetplane.store.db import Database
@@ -49,11 +55,16 @@ def serve(
     access_log: Annotated[
         bool, typer.Option(help="Log every request (costly under load).")
     ] = False,
+    simulate: Annotated[
+        int, typer.Option(help="Also run a live simulated fleet of this many runtimes (demo).")
+    ] = 0,
 ) -> None:
     """Migrate the database, then serve the API and dashboard."""
     settings = _settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     migrate.upgrade(settings.sqlalchemy_url)
+    if simulate:
+        _start_simulation(settings, f"http://{host}:{port}", simulate)
     uvicorn.run(
         "fleetplane.api.factory:app",
         factory=True,
@@ -64,6 +75,38 @@ def serve(
         access_log=access_log,
         proxy_headers=True,
     )
+
+
+def _start_simulation(settings: Settings, endpoint: str, runtimes: int) -> None:
+    """Run `fleetplane simulate` in a daemon thread once the server answers (for the demo)."""
+    database = Database(settings.sqlalchemy_url)
+    with database.unit_of_work() as session:
+        user = accounts.user_by_email(session, email=demo_service.DEMO_EMAIL)
+        # A token for the simulator only: held in memory, never printed.
+        _, token = accounts.create_operator_token(
+            session, user=user, name="demo simulator", now=system_clock()
+        )
+    database.dispose()
+
+    def run() -> None:
+        for _ in range(120):
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{endpoint}/healthz", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.5)
+        asyncio.run(
+            run_simulation(
+                endpoint,
+                token,
+                runtimes,
+                max(1, runtimes // 20),
+                duration=0,
+                heartbeat_seconds=10.0,
+                progress=lambda message: logging.getLogger("fleetplane.sim").info(message),
+            )
+        )
+
+    threading.Thread(target=run, name="fleetplane-demo-simulator", daemon=True).start()
 
 
 @admin_app.command("create-user")
