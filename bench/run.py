@@ -286,7 +286,7 @@ def operator_token(url: str) -> str:
 def bench_database(kind: str, *, quick: bool, runs: int, workdir: Path) -> Results:
     results = Results(kind)
     big = 10_000 if quick else 100_000
-    seconds = 5 if quick else 15
+    seconds = 2 if quick else 15
     if kind == "sqlite":
         url = normalise_database_url(f"sqlite:///{workdir / 'bench.db'}")
     else:
@@ -386,7 +386,7 @@ def bench_database(kind: str, *, quick: bool, runs: int, workdir: Path) -> Resul
         token = operator_token(url)
         headers = {"Authorization": f"Bearer {token}"}
         base = f"{heartbeat_url}/api/v1/workspaces"
-        samples = 20 if quick else 40
+        samples = 15 if quick else 40
         results.figures["fleet_small"] = latency(
             f"{base}/{fleet.small_workspace}/fleet", headers, samples
         )

@@ -8,8 +8,8 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 
 from fastapi import FastAPI
-from fastapi.responses import HTMLResponse
 
+from fleetplane import dashboard
 from fleetplane.api import accounts, errors, fleet, operator, orgs, probes, runtime
 from fleetplane.api.context import AppContext, system_clock
 from fleetplane.api.hot import HotPathMiddleware
@@ -71,14 +71,7 @@ def create_app(
     app.include_router(operator.router)
     app.include_router(orgs.router)
     app.include_router(accounts.router)
-
-    @app.get("/", include_in_schema=False)
-    def index() -> HTMLResponse:
-        return HTMLResponse(
-            "<!doctype html><title>fleetplane</title><h1>fleetplane</h1>"
-            "<p>The Observe dashboard lands at <code>/dashboard/observe</code>. The API is "
-            "under <a href='/api/v1/docs'>/api/v1</a>.</p>"
-        )
+    dashboard.install(app)
 
     app.add_middleware(HotPathMiddleware, context=context)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

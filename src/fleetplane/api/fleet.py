@@ -36,8 +36,8 @@ def fleet(
     # Read this process's own buffered heartbeats; other processes' are at most a flush behind.
     context.hot.liveness.flush()
     now = context.clock()
-    with context.database.unit_of_work() as session:
-        workspace_service.lapse_dev_override(session, workspace_id=workspace_id, now=now)
+    workspace_service.lapse_if_due(context.database, workspace_id=workspace_id, now=now)
+    with context.database.read() as session:
         workspace = access.require_workspace(
             session, user=user, workspace_id=workspace_id, level=Level.READ
         )
@@ -73,8 +73,8 @@ def fleet_config(workspace_id: str, request: Request, context: Context, token: T
     else:
         # Operator token or dashboard session; anything else is refused there with 401.
         user = current_operator(context, token, request)
-    with context.database.unit_of_work() as session:
-        workspace_service.lapse_dev_override(session, workspace_id=workspace_id, now=now)
+    workspace_service.lapse_if_due(context.database, workspace_id=workspace_id, now=now)
+    with context.database.read() as session:
         if user is not None:
             workspace = access.require_workspace(
                 session, user=user, workspace_id=workspace_id, level=Level.READ

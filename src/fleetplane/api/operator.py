@@ -72,10 +72,8 @@ def create_workspace(
 @router.get("/workspaces/{workspace_id}")
 def get_workspace(workspace_id: str, context: Context, user: Operator) -> dict[str, Any]:
     """A workspace the caller can read."""
-    with context.database.unit_of_work() as session:
-        workspace_service.lapse_dev_override(
-            session, workspace_id=workspace_id, now=context.clock()
-        )
+    workspace_service.lapse_if_due(context.database, workspace_id=workspace_id, now=context.clock())
+    with context.database.read() as session:
         workspace = access.require_workspace(
             session, user=user, workspace_id=workspace_id, level=Level.READ
         )

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from fleetplane.domain.errors import Invalid
@@ -23,7 +23,7 @@ from fleetplane.store.fleet_queries import (
     drift_reason_expression,
     fleet_filters,
     health_expression,
-    summary_query,
+    rollout_summary_query,
     warnings_since,
 )
 from fleetplane.store.models import ConfigRevision, Runtime
@@ -110,9 +110,9 @@ def fleet_page(
     clauses = fleet_filters(
         context, workspace_id=desired.workspace_id, health=health, drift=drift, text=text
     )
-    summary = FleetSummary.from_groups(
-        [(str(h), str(d), int(n)) for h, d, n in session.execute(summary_query(context, clauses))]
-    )
+    groups = session.execute(rollout_summary_query(context, clauses)).all()
+    summary = FleetSummary.from_groups([(str(h), str(d), int(n)) for h, d, _, n in groups])
+    on_current = sum(int(n) for _, _, on_desired, n in groups if on_desired)
     page_clauses = list(clauses)
     if cursor:
         after_agent, after_id = decode_cursor(cursor, length=2)
@@ -139,14 +139,6 @@ def fleet_page(
     more = len(rows) > page_size
     rows = rows[:page_size]
     revision_numbers = _revision_numbers(session, desired.workspace_id, [r[0] for r in rows])
-    on_current = (
-        session.scalar(
-            select(func.count()).where(
-                *clauses, Runtime.observed_config_hash == desired.config_hash
-            )
-        )
-        or 0
-    )
     runtimes = []
     for runtime, health_value, compat, drift_value, reason, warnings in rows:
         age = (

@@ -22,6 +22,7 @@ from fleetplane.domain.policy import (
     policy_revision,
 )
 from fleetplane.services import audit
+from fleetplane.store.db import Database
 from fleetplane.store.models import ConfigRevision, Org, OrgMember, User, Workspace
 
 DEV_OVERRIDE = "dev-override"
@@ -250,6 +251,22 @@ def lapse_dev_override(session: Session, *, workspace_id: str, now: datetime) ->
         after_hash=desired_state(session, workspace=workspace).policy_revision,
     )
     return True
+
+
+def lapse_if_due(database: Database, *, workspace_id: str, now: datetime) -> bool:
+    """Return an expired dev-override to its previous mode; reads only when none is due."""
+    with database.read() as session:
+        due = session.scalar(
+            select(Workspace.id).where(
+                Workspace.id == workspace_id,
+                Workspace.policy_mode == DEV_OVERRIDE,
+                Workspace.dev_override_until <= now,
+            )
+        )
+    if due is None:
+        return False
+    with database.unit_of_work() as session:
+        return lapse_dev_override(session, workspace_id=workspace_id, now=now)
 
 
 def desired_state(session: Session, *, workspace: Workspace) -> DesiredState:

@@ -131,19 +131,34 @@ def fleet_filters(
 def summary_query(
     context: RuleContext, clauses: list[ColumnElement[bool]]
 ) -> Select[str, str, int]:
-    """Counts per (health, drift), computed by GROUP BY in the database.
+    """Counts per (health, drift), computed by GROUP BY in the database."""
+    states = rollout_summary_query(context, clauses).subquery()
+    return select(states.c.health, states.c.drift, func.sum(states.c.n)).group_by(
+        states.c.health, states.c.drift
+    )
+
+
+def rollout_summary_query(
+    context: RuleContext, clauses: list[ColumnElement[bool]]
+) -> Select[str, str, bool, int]:
+    """Counts per (health, drift, on the desired hash), computed by GROUP BY in the database.
 
     The states are computed in a subquery so that GROUP BY names plain columns: PostgreSQL
     does not match a bound-parameter CASE in the select list with the same CASE in GROUP BY.
     """
+    on_desired = case(
+        (Runtime.observed_config_hash == context.desired_config_hash, literal(True)),
+        else_=literal(False),
+    )
     states = (
         select(
             health_expression(context).label("health"),
             drift_expression(context).label("drift"),
+            on_desired.label("on_desired"),
         )
         .where(*clauses)
         .subquery()
     )
-    return select(states.c.health, states.c.drift, func.count()).group_by(
-        states.c.health, states.c.drift
-    )
+    return select(
+        states.c.health, states.c.drift, states.c.on_desired, func.count().label("n")
+    ).group_by(states.c.health, states.c.drift, states.c.on_desired)
