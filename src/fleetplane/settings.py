@@ -49,6 +49,49 @@ class Settings(BaseSettings):
     login_failures_per_account: int = Field(default=5, gt=0)
     login_failures_per_address: int = Field(default=20, gt=0)
     login_throttle_minutes: int = Field(default=15, gt=0)
+    # Status history, alerts and the runtime life cycle (docs/alerts.md).
+    sweep_seconds: float = Field(default=30.0, gt=0, le=3600)
+    archive_after_days: int = Field(default=14, gt=0)
+    purge_after_days: int = Field(default=90, gt=0)
+    telemetry_retention_days: int = Field(default=30, gt=0)
+    evidence_retention_days: int = Field(default=90, gt=0)
+    history_retention_days: int = Field(default=90, gt=0)
+    webhook_log_retention_days: int = Field(default=30, gt=0)
+    # Deliveries go out as soon as the process that queued them wakes its worker; an idle
+    # worker also looks for deliveries left by other processes this often.
+    webhook_poll_seconds: float = Field(default=30.0, gt=0, le=3600)
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    webhook_retry_base_seconds: float = Field(default=10.0, gt=0)
+    webhook_retry_window_seconds: int = Field(default=3600, gt=0)
+    # Per-workspace fleet gauges multiply the series by the number of workspaces.
+    metrics_per_workspace: bool = False
+    # When set, /metrics needs `Authorization: Bearer <token>`.
+    metrics_token: SecretStr | None = None
+
+    # Rate limits on the runtime surface and sign-in (docs/reliability.md): token buckets per
+    # credential and per client address, 429 with Retry-After past them. Buckets live in each
+    # process; every rate and burst is divided by RATE_LIMIT_PROCESSES, the number of server
+    # processes (all workers on all machines) sharing the limits, so together they allow the
+    # limit and no more.
+    rate_limit_enabled: bool = True
+    rate_limit_processes: int = Field(default=1, gt=0, le=4096)
+    rate_limit_credential_per_second: float = Field(default=50.0, gt=0)
+    rate_limit_credential_burst: int = Field(default=100, gt=0)
+    rate_limit_workspace_key_per_second: float = Field(default=1000.0, gt=0)
+    rate_limit_workspace_key_burst: int = Field(default=2000, gt=0)
+    rate_limit_address_per_second: float = Field(default=1000.0, gt=0)
+    rate_limit_address_burst: int = Field(default=2000, gt=0)
+    rate_limit_login_per_second: float = Field(default=1.0, gt=0)
+    rate_limit_login_burst: int = Field(default=10, gt=0)
+    rate_limit_max_buckets: int = Field(default=100_000, gt=0)
+    # Config documents (PUT /workspaces/{id}/config): nesting depth, node count and characters
+    # of text once YAML aliases are expanded, and YAML alias uses (the runtime's own guard);
+    # past any of them the document is refused with 422 before anything is stored. The node
+    # bound also bounds parse time: ruamel reads about 15,000 nodes a second.
+    config_max_depth: int = Field(default=64, gt=0, le=500)
+    config_max_nodes: int = Field(default=20_000, gt=0)
+    config_max_text_chars: int = Field(default=2 * 1024 * 1024, gt=0)
+    config_max_alias_count: int = Field(default=100, ge=-1)
 
     @field_validator("database_url")
     @classmethod

@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fleetplane.domain.tokens import TokenKind, new_token
-from fleetplane.services import accounts, credentials, members, workspaces
+from fleetplane.services import accounts, credentials, members, webhooks, workspaces
 from fleetplane.store.db import Database
 from fleetplane.store.models import Base
 from tests.conftest import START, Clock, auth, snapshot
@@ -60,6 +60,7 @@ class World:
     target_user_id: str
     own_token_ids: dict[str, str]
     counter: int = 0
+    webhook_id: str = ""
 
 
 def build_world(database: Database) -> World:
@@ -128,6 +129,17 @@ def build_world(database: Database) -> World:
             actor="test",
             now=now,
         )
+        # Port 9 (discard) on the loopback: a ping's delivery goes nowhere else.
+        webhook = webhooks.create_webhook(
+            session,
+            workspace=workspace,
+            url="http://127.0.0.1:9/hook",
+            events=["*"],
+            secret=None,
+            active=True,
+            actor="test",
+            now=now,
+        )
         return World(
             tokens,
             org.id,
@@ -136,6 +148,7 @@ def build_world(database: Database) -> World:
             enrollment.row.id,
             users["target"].id,
             token_ids,
+            webhook_id=webhook.id,
         )
 
 
@@ -236,6 +249,29 @@ ROWS: dict[tuple[str, str], tuple[str, Body | None]] = {
     ("GET", "/api/v1/workspaces/{workspace_id}/audit"): ("ws_read", None),
     ("GET", "/api/v1/workspaces/{workspace_id}/fleet"): ("ws_read", None),
     ("GET", "/api/v1/workspaces/{workspace_id}/fleet/config"): ("ws_read", None),
+    ("GET", "/api/v1/workspaces/{workspace_id}/runtimes/{runtime_id}/history"): ("ws_read", None),
+    ("GET", "/api/v1/workspaces/{workspace_id}/alerts"): ("ws_read", None),
+    ("GET", "/api/v1/workspaces/{workspace_id}/alerts/thresholds"): ("ws_read", None),
+    ("PUT", "/api/v1/workspaces/{workspace_id}/alerts/thresholds"): (
+        "ws_admin",
+        _json({"alignedShareBelow": 50, "upgradeRequired": True}),
+    ),
+    ("GET", "/api/v1/workspaces/{workspace_id}/webhooks"): ("ws_admin", None),
+    ("POST", "/api/v1/workspaces/{workspace_id}/webhooks"): (
+        "ws_admin",
+        _json({"url": "http://127.0.0.1:9/other", "events": ["runtime.health_changed"]}),
+    ),
+    ("GET", "/api/v1/workspaces/{workspace_id}/webhooks/{webhook_id}"): ("ws_admin", None),
+    ("PATCH", "/api/v1/workspaces/{workspace_id}/webhooks/{webhook_id}"): (
+        "ws_admin",
+        _json({"active": False}),
+    ),
+    ("DELETE", "/api/v1/workspaces/{workspace_id}/webhooks/{webhook_id}"): ("ws_admin", None),
+    ("POST", "/api/v1/workspaces/{workspace_id}/webhooks/{webhook_id}/ping"): ("ws_admin", None),
+    ("GET", "/api/v1/workspaces/{workspace_id}/webhooks/{webhook_id}/deliveries"): (
+        "ws_admin",
+        None,
+    ),
 }
 # Routes outside the operator matrix, each tested in its own module.
 NOT_OPERATOR = {
@@ -255,6 +291,7 @@ NOT_OPERATOR = {
     ("POST", "/api/v1/auth/login"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
+    ("GET", "/metrics"),
 }
 
 
@@ -278,6 +315,7 @@ def _url(path: str, world: World, role: str) -> str:
         "user_id": world.target_user_id,
         "token_id": world.own_token_ids.get(role, "x"),
         "number": "1",
+        "webhook_id": world.webhook_id,
     }
     url = path.format(**values)
     return url + "?from=1&to=1" if url.endswith("/config/diff") else url

@@ -175,6 +175,7 @@ def test_full_life_cycle(client: TestClient, clock: Clock) -> None:
         "needsReconcile": 4,
         "upgradeRequired": 1,
         "awaitingSync": 1,
+        "archived": 0,
     }
 
     # A config edit shows on the next read; a revert restores the earlier hash.

@@ -86,7 +86,8 @@ def _fleet_summary(database: Database, workspace_id: str) -> dict[str, int]:
             limit=1,
             cursor=None,
         )
-    summary: dict[str, int] = page["summary"]
+    summary: dict[str, int] = dict(page["summary"])
+    summary.pop("archived")  # the observe posture counts visible runtimes only
     return summary
 
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from fastapi import FastAPI
 
 from fleetplane import dashboard
-from fleetplane.api import accounts, errors, fleet, operator, orgs, probes, runtime
+from fleetplane.api import accounts, alerts, errors, fleet, operator, orgs, probes, runtime
 from fleetplane.api.context import AppContext, system_clock
 from fleetplane.api.hot import HotPathMiddleware
 from fleetplane.api.middleware import BodyLimit, SecurityHeaders
@@ -47,7 +47,9 @@ def create_app(
         bootstrap(context)
         context.hot.flusher.start()
         context.hot.watcher.start()
+        alerting.start()
         yield
+        alerting.stop()
         context.hot.watcher.stop()
         # Write every acknowledged heartbeat before the process goes.
         context.hot.flusher.stop()
@@ -76,4 +78,6 @@ def create_app(
     app.add_middleware(HotPathMiddleware, context=context)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders, hsts=settings.secure_cookies)
+    # Last, so that request metrics wrap everything, the hot path included.
+    alerting = alerts.install(app, context)
     return app

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from fleetplane.api import schemas
 from fleetplane.api.deps import Context, Token, current_operator, json_with_etag
-from fleetplane.domain.errors import NotFound
+from fleetplane.domain.errors import Invalid, NotFound
 from fleetplane.domain.tokens import TokenKind, token_kind
 from fleetplane.services import access
 from fleetplane.services import fleet as fleet_service
@@ -30,8 +30,12 @@ def fleet(
     q: Annotated[str | None, Query(max_length=200)] = None,
     limit: int | None = None,
     cursor: str | None = None,
+    include: Annotated[list[str] | None, Query()] = None,
 ) -> Response:
     """One page of runtimes with health, compatibility and drift, the summary, desired state."""
+    included = set(_split(include) or [])
+    if included - {"archived"}:
+        raise Invalid("include may only name archived", code="invalid_include")
     user = current_operator(context, token, request)
     # Read this process's own buffered heartbeats; other processes' are at most a flush behind.
     context.hot.liveness.flush()
@@ -52,6 +56,7 @@ def fleet(
             text=q,
             limit=limit,
             cursor=cursor,
+            include_archived="archived" in included,
         )
     return json_with_etag(request, payload, honour_if_none_match=True)
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from fleetplane.domain.errors import Invalid
 from fleetplane.domain.fleet import Drift, FleetSummary, Health, HealthThresholds
 from fleetplane.domain.policy import active_policies
+from fleetplane.services.lifecycle import archived_count, is_archived, visible_clause
 from fleetplane.services.workspaces import DesiredState
 from fleetplane.store.fleet_queries import (
     RuleContext,
@@ -95,6 +96,7 @@ def fleet_page(
     text: str | None,
     limit: int | None,
     cursor: str | None,
+    include_archived: bool = False,
 ) -> dict[str, Any]:
     """One page of the fleet inventory with the summary of everything the filters select."""
     page_size = check_limit(limit)
@@ -110,6 +112,8 @@ def fleet_page(
     clauses = fleet_filters(
         context, workspace_id=desired.workspace_id, health=health, drift=drift, text=text
     )
+    if not include_archived:
+        clauses.append(visible_clause())
     groups = session.execute(rollout_summary_query(context, clauses)).all()
     summary = FleetSummary.from_groups([(str(h), str(d), int(n)) for h, d, _, n in groups])
     on_current = sum(int(n) for _, _, on_desired, n in groups if on_desired)
@@ -168,6 +172,7 @@ def fleet_page(
                     runtime.observed_config_hash == desired.config_hash,
                 ),
                 "enrolledAt": _iso(runtime.enrolled_at),
+                "archivedAt": _iso(runtime.archived_at) if is_archived(runtime) else None,
                 "lastSessionId": runtime.last_session_id,
                 "warnings24h": warnings,
             }
@@ -177,7 +182,10 @@ def fleet_page(
         "workspaceId": desired.workspace_id,
         "generatedAt": _iso(now),
         "runtimes": runtimes,
-        "summary": summary.to_api(),
+        "summary": {
+            **summary.to_api(),
+            "archived": archived_count(session, workspace_id=desired.workspace_id),
+        },
         "desiredState": desired_state_view(desired),
         "rollout": {
             "revision": desired.config_revision,

@@ -21,6 +21,7 @@ from fleetplane.domain.versions import version_sort_key
 from fleetplane.services import access, audit, credentials, fleet
 from fleetplane.services import workspaces as workspace_service
 from fleetplane.services.access import Level
+from fleetplane.services.lifecycle import visible_clause
 from fleetplane.services.workspaces import DEV_OVERRIDE, DesiredState
 from fleetplane.store.fleet_queries import RuleContext, health_expression
 from fleetplane.store.models import AuditEntry, ConfigRevision, Org, Runtime, User, Workspace
@@ -80,11 +81,15 @@ def posture_query(
         full_sync_version=rules.full_sync_version,
         desired_config_hash=Workspace.config_hash,
     )
-    states_query = select(
-        Runtime.workspace_id.label("workspace_id"),
-        health_expression(context).label("health"),
-        drift.label("drift"),
-    ).join(Workspace, Workspace.id == Runtime.workspace_id)
+    states_query = (
+        select(
+            Runtime.workspace_id.label("workspace_id"),
+            health_expression(context).label("health"),
+            drift.label("drift"),
+        )
+        .join(Workspace, Workspace.id == Runtime.workspace_id)
+        .where(visible_clause())
+    )
     if workspace_ids is not None:
         states_query = states_query.where(Runtime.workspace_id.in_(workspace_ids))
     states = states_query.offset(0).subquery()

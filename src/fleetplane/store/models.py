@@ -190,6 +190,8 @@ class Runtime(Base):
     apply_failed_hash: Mapped[str | None] = mapped_column(String(64))
     apply_failed_message: Mapped[str | None] = mapped_column(Text)
     last_session_id: Mapped[str | None] = mapped_column(String(200))
+    # Set by the sweeper after a long dormancy; a heartbeat newer than it brings the runtime back.
+    archived_at: Mapped[datetime | None]
 
 
 class RuntimeSession(Base):
@@ -290,3 +292,141 @@ class LoginFailure(Base):
     email: Mapped[str] = mapped_column(String(320))
     address: Mapped[str] = mapped_column(String(64))
     failed_at: Mapped[datetime]
+
+
+AUTO_ID = BigInteger().with_variant(Integer, "sqlite")
+
+
+class RuntimeState(Base):
+    """The health and drift of a runtime as the sweeper last saw them, and since when."""
+
+    __tablename__ = "runtime_states"
+    runtime_id: Mapped[str] = mapped_column(
+        ForeignKey("runtimes.id", ondelete="CASCADE"), primary_key=True
+    )
+    workspace_id: Mapped[str] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), index=True
+    )
+    health: Mapped[str] = mapped_column(String(20))
+    health_since: Mapped[datetime]
+    drift: Mapped[str] = mapped_column(String(20))
+    drift_reason: Mapped[str | None] = mapped_column(String(40))
+    drift_since: Mapped[datetime]
+    swept_at: Mapped[datetime]
+
+
+class RuntimeTransition(Base):
+    """One change of a runtime's health, drift or life cycle, recorded once by the sweeper."""
+
+    __tablename__ = "runtime_transitions"
+    __table_args__ = (
+        Index("ix_runtime_transitions_runtime_id", "runtime_id", "id"),
+        Index("ix_runtime_transitions_workspace_detected", "workspace_id", "detected_at"),
+    )
+    id: Mapped[int] = mapped_column(AUTO_ID, primary_key=True)
+    runtime_id: Mapped[str] = mapped_column(ForeignKey("runtimes.id", ondelete="CASCADE"))
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(20))
+    from_state: Mapped[str | None] = mapped_column(String(20))
+    to_state: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(String(40))
+    at: Mapped[datetime]
+    detected_at: Mapped[datetime]
+
+
+class WorkspaceAlertRules(Base):
+    """A workspace's alert thresholds and whether each is currently crossed."""
+
+    __tablename__ = "workspace_alert_rules"
+    workspace_id: Mapped[str] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    aligned_share_below: Mapped[float | None]
+    dormant_share_above: Mapped[float | None]
+    upgrade_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    aligned_firing: Mapped[bool] = mapped_column(Boolean, default=False)
+    dormant_firing: Mapped[bool] = mapped_column(Boolean, default=False)
+    upgrade_firing: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime]
+
+
+class ThresholdCrossing(Base):
+    """A workspace threshold that started or stopped being crossed."""
+
+    __tablename__ = "threshold_crossings"
+    __table_args__ = (Index("ix_threshold_crossings_workspace_id", "workspace_id", "id"),)
+    id: Mapped[int] = mapped_column(AUTO_ID, primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    threshold: Mapped[str] = mapped_column(String(40))
+    state: Mapped[str] = mapped_column(String(20))
+    value: Mapped[float]
+    threshold_value: Mapped[float | None]
+    at: Mapped[datetime]
+
+
+class Webhook(Base):
+    """A workspace's webhook subscription; the secret signs every delivery (HMAC-SHA256)."""
+
+    __tablename__ = "webhooks"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    workspace_id: Mapped[str] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), index=True
+    )
+    url: Mapped[str] = mapped_column(String(2000))
+    secret: Mapped[str] = mapped_column(String(200))
+    events: Mapped[list[str]] = mapped_column(JSON)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[str | None] = mapped_column(String(320))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class WebhookDelivery(Base):
+    """One alert for one webhook: the outbox row the delivery worker sends, and its log."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("webhook_id", "dedupe_key"),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_webhook_created", "webhook_id", "created_at"),
+        Index("ix_webhook_deliveries_workspace_created", "workspace_id", "created_at"),
+    )
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(60))
+    dedupe_key: Mapped[str] = mapped_column(String(100))
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    last_attempt_at: Mapped[datetime | None]
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None]
+
+
+class WebhookAttempt(Base):
+    """One HTTP attempt of a delivery, as the delivery log shows it."""
+
+    __tablename__ = "webhook_attempts"
+    id: Mapped[int] = mapped_column(AUTO_ID, primary_key=True)
+    delivery_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    number: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime]
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+
+
+class SweepRun(Base):
+    """When the fleet sweep last ran, shared by every server process."""
+
+    __tablename__ = "sweep_runs"
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    last_started_at: Mapped[datetime]
+    last_duration_ms: Mapped[int] = mapped_column(Integer)
+    runs: Mapped[int] = mapped_column(BigInteger)

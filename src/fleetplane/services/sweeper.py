@@ -1,0 +1,202 @@
+"""The fleet sweep: every SWEEP_SECONDS it records status transitions, evaluates workspace
+thresholds, archives, restores and purges runtimes, and applies retention.
+
+Several server processes may share one PostgreSQL database; each runs a sweeper thread, and
+exactly one sweep runs per interval. A claim transaction takes a PostgreSQL advisory lock
+(`pg_try_advisory_xact_lock`) and checks when the last sweep started; each workspace is then
+swept in its own short transaction under a per-workspace advisory lock, reading the stored
+states only after taking it, so that even overlapping sweeps record every transition once.
+On SQLite, transactions that write start with BEGIN IMMEDIATE and so run one at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from fleetplane.services import alerts, history, lifecycle
+from fleetplane.services.fleet import FleetRules
+from fleetplane.services.lifecycle import Retention
+from fleetplane.store.db import Database
+from fleetplane.store.models import SweepRun, Webhook, Workspace
+
+log = logging.getLogger("fleetplane.sweeper")
+
+SWEEP_NAME = "fleet"
+# Advisory lock keys: a namespace ("FPSW") and, for workspaces, the hash of the id.
+LOCK_NAMESPACE = 0x46505357
+CLAIM_KEY = 0
+# Another process's sweep counts as this interval's if it started less than this share of
+# the interval ago (timers in different processes drift a little).
+CLAIM_SLACK = 0.9
+
+
+@dataclass(frozen=True)
+class SweepPolicy:
+    """What a sweep needs from settings."""
+
+    rules: FleetRules
+    retention: Retention
+    interval: timedelta
+
+
+@dataclass
+class SweepReport:
+    """What one sweep did (`ran` is False when another process had this interval's sweep)."""
+
+    ran: bool
+    workspaces: int = 0
+    skipped_workspaces: int = 0
+    transitions: int = 0
+    crossings: int = 0
+    archived: int = 0
+    restored: int = 0
+    purged: int = 0
+    pruned: int = 0
+    duration_seconds: float = 0.0
+
+    def add(self, other: WorkspaceSweep) -> None:
+        """Count one workspace's results."""
+        self.workspaces += 1
+        self.transitions += other.transitions
+        self.crossings += other.crossings
+        self.archived += other.archived
+        self.restored += other.restored
+        self.purged += other.purged
+        self.pruned += other.pruned
+
+
+@dataclass
+class WorkspaceSweep:
+    """What the sweep did in one workspace."""
+
+    transitions: int = 0
+    crossings: int = 0
+    archived: int = 0
+    restored: int = 0
+    purged: int = 0
+    pruned: int = 0
+
+
+def _try_lock(session: Session, key: str | None) -> bool:
+    """Take a transaction-scoped advisory lock on PostgreSQL; SQLite is serial already."""
+    if session.get_bind().dialect.name != "postgresql":
+        return True
+    if key is None:
+        statement = text("SELECT pg_try_advisory_xact_lock(:ns, :key)")
+        return bool(session.scalar(statement, {"ns": LOCK_NAMESPACE, "key": CLAIM_KEY}))
+    statement = text("SELECT pg_try_advisory_xact_lock(:ns, hashtext(:key))")
+    return bool(session.scalar(statement, {"ns": LOCK_NAMESPACE, "key": key}))
+
+
+def claim(database: Database, *, now: datetime, interval: timedelta, force: bool) -> bool:
+    """Whether this process runs this interval's sweep; if so, mark it started."""
+    with database.unit_of_work() as session:
+        if not _try_lock(session, None):
+            return False
+        run = session.get(SweepRun, SWEEP_NAME)
+        if run is None:
+            session.add(SweepRun(name=SWEEP_NAME, last_started_at=now, last_duration_ms=0, runs=1))
+            return True
+        if not force and now - run.last_started_at < interval * CLAIM_SLACK:
+            return False
+        run.last_started_at = now
+        run.runs += 1
+        return True
+
+
+def sweep_workspace(
+    session: Session, *, workspace: Workspace, policy: SweepPolicy, now: datetime
+) -> WorkspaceSweep:
+    """Sweep one workspace inside the caller's (locked) transaction."""
+    done = WorkspaceSweep()
+    hooks = list(
+        session.scalars(
+            select(Webhook).where(Webhook.workspace_id == workspace.id, Webhook.active.is_(True))
+        )
+    )
+    retention = policy.retention
+    restored = lifecycle.restore_returned(session, workspace=workspace, now=now)
+    archived = lifecycle.archive_dormant(
+        session, workspace=workspace, rules=policy.rules, retention=retention, now=now
+    )
+    for changes, is_archive in ((restored, False), (archived, True)):
+        done.transitions += len(
+            history.record_lifecycle(
+                session,
+                workspace=workspace,
+                changes=changes,
+                archived=is_archive,
+                hooks=hooks,
+                rules=policy.rules,
+                retention=retention,
+                now=now,
+            )
+        )
+    done.restored, done.archived = len(restored), len(archived)
+    done.purged = len(
+        lifecycle.purge_archived(session, workspace=workspace, retention=retention, now=now)
+    )
+    observed = history.changed_states(session, workspace=workspace, rules=policy.rules, now=now)
+    done.transitions += len(
+        history.record_changes(
+            session,
+            workspace=workspace,
+            observed=observed,
+            thresholds=policy.rules.thresholds,
+            hooks=hooks,
+            now=now,
+        )
+    )
+    rules = alerts.get_rules(session, workspace_id=workspace.id)
+    if rules is not None:
+        summary = lifecycle.workspace_summary(
+            session, workspace=workspace, rules=policy.rules, now=now
+        )
+        done.crossings = len(
+            alerts.record_crossings(
+                session, workspace=workspace, rules=rules, summary=summary, hooks=hooks, now=now
+            )
+        )
+    done.pruned = lifecycle.prune_expired(
+        session, workspace_id=workspace.id, retention=retention, now=now
+    )
+    return done
+
+
+def sweep_once(
+    database: Database, *, policy: SweepPolicy, now: datetime, force: bool = False
+) -> SweepReport:
+    """Run this interval's sweep unless another process has; `force` ignores the interval."""
+    started = time.monotonic()
+    if not claim(database, now=now, interval=policy.interval, force=force):
+        return SweepReport(ran=False)
+    report = SweepReport(ran=True)
+    with database.read() as session:
+        workspace_ids = list(session.scalars(select(Workspace.id).order_by(Workspace.id)))
+    for workspace_id in workspace_ids:
+        with database.unit_of_work() as session:
+            if not _try_lock(session, workspace_id):
+                report.skipped_workspaces += 1  # another sweep is on it right now
+                continue
+            workspace = session.get(Workspace, workspace_id)
+            if workspace is None:
+                continue  # deleted since the list was read
+            report.add(sweep_workspace(session, workspace=workspace, policy=policy, now=now))
+    report.duration_seconds = time.monotonic() - started
+    with database.unit_of_work() as session:
+        run = session.get(SweepRun, SWEEP_NAME)
+        if run is not None:
+            run.last_duration_ms = int(report.duration_seconds * 1000)
+    return report
+
+
+def last_sweep(database: Database) -> SweepRun | None:
+    """The cluster's most recent sweep, whichever process ran it."""
+    with database.read() as session:
+        return session.get(SweepRun, SWEEP_NAME)
