@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 
 import fleetplane.dashboard
 from fleetplane.domain.config_hash import config_hash
-from fleetplane.services import workspaces
+from fleetplane.services import webhooks, workspaces
 from fleetplane.store.db import Database
-from fleetplane.store.models import Org
+from fleetplane.store.models import Org, RuntimeTransition, Workspace
 from tests.browser import seed
 from tests.conftest import Clock, auth, snapshot
 
@@ -501,3 +501,151 @@ def test_static_files_and_root_redirect(web: TestClient) -> None:
     root = web.get("/dashboard", follow_redirects=False)
     assert root.status_code == 303
     assert root.headers["location"] == OBSERVE
+
+
+def test_rollout_progress_and_revisions_behind(
+    web: TestClient, orgs: seed.TwoOrgs, clock: Clock
+) -> None:
+    sign_in(web, "alice@a.test")
+    clock.advance(12 * 60)
+    base = f"/dashboard/workspaces/{orgs.a_mixed.id}"
+    page = web.get(base).text
+    assert_no_inline_code(page)
+    rollout = web.get(f"/api/v1/workspaces/{orgs.a_mixed.id}/fleet").json()["rollout"]
+    on, expected = rollout["onRevision"], rollout["expected"]
+    assert expected == len(seed.MIXED_FLEET)
+    assert f"<b>r2</b>: {on} of {expected} runtimes on it, rolling out for" in page
+    assert re.search(r"rolling out for <time[^>]*>12 min</time>", page)
+    assert f'data-on="{on}" data-expected="{expected}"' in page
+    assert "aligned" in page
+    assert 'class="bar-fill"' in page
+    behind = dict(re.findall(r'data-agent="([^"]+)".*?data-behind="(\d*)"', page, re.S))
+    assert behind["api-3"] == "1"  # reports revision 1 of 2
+    assert behind["api-1"] == "0"
+    runtime_id = orgs.a_mixed.runtime_ids["api-1"]
+    assert f'href="{base}/runtimes/{runtime_id}"' in page
+
+
+def test_viewer_sees_no_rollback_and_a_forged_rollback_is_refused(
+    web: TestClient, orgs: seed.TwoOrgs, database: Database
+) -> None:
+    csrf = sign_in(web, "vera@a.test")
+    base = f"/dashboard/workspaces/{orgs.a_mixed.id}"
+    page = web.get(base).text
+    assert "diff with current" in page
+    assert "Roll back to" not in page
+    assert "/rollback" not in page
+    assert "Webhook deliveries" not in page
+    before = snapshot(database)
+    forged = web.post(f"{base}/rollback", data={"number": "1", "csrf_token": csrf})
+    assert forged.status_code == 403
+    assert "needs the workspace" in forged.text
+    assert web.post(f"{base}/rollback", data={"number": "1"}).status_code == 403
+    assert snapshot(database) == before
+    # Reading a diff needs only read access.
+    diff = web.get(f"{base}/diff?from=1&to=2")
+    assert diff.status_code == 200
+    assert "<pre" in diff.text
+    assert "--- revision 1" in diff.text
+    assert "+++ revision 2" in diff.text
+    assert_no_inline_code(diff.text)
+
+
+def test_admin_rolls_back_to_an_earlier_revision(
+    web: TestClient, orgs: seed.TwoOrgs, database: Database
+) -> None:
+    csrf = sign_in(web, "alice@a.test")
+    workspace_id = orgs.a_mixed.id
+    base = f"/dashboard/workspaces/{workspace_id}"
+    page = web.get(base).text
+    assert "Roll back to r1" in page
+    assert "Roll back to r2" not in page  # the current revision
+    assert f'href="{base}/diff?from=1&amp;to=2"' in page
+    diff = web.get(f"{base}/diff?from=1&to=2").text
+    assert "+  &#34;workspace&#34;: &#34;Alpha prod&#34;" in diff
+    rolled = web.post(
+        f"{base}/rollback", data={"number": "1", "csrf_token": csrf}, follow_redirects=False
+    )
+    assert rolled.status_code == 303
+    assert rolled.headers["location"] == f"{base}?notice=config_rolled_back&revision=3"
+    after = web.get(rolled.headers["location"]).text
+    assert "Rolled back: the earlier config is now revision 3." in after
+    assert "Roll back to r2" in after
+    assert "Roll back to r3" not in after
+    history = web.get(f"/api/v1/workspaces/{workspace_id}/config/revisions").json()["items"]
+    assert [item["number"] for item in history] == [3, 2, 1]
+    assert history[0]["hash"] == history[2]["hash"]
+    missing = web.post(f"{base}/rollback", data={"number": "99", "csrf_token": csrf})
+    assert missing.status_code == 404
+
+
+def test_runtime_status_history_page(
+    web: TestClient, orgs: seed.TwoOrgs, database: Database, clock: Clock
+) -> None:
+    runtime_id = orgs.a_mixed.runtime_ids["api-1"]
+    now = clock.now
+    with database.unit_of_work() as session:
+        for to_state, from_state, minutes_ago in (
+            ("connected", None, 180),
+            ("stale", "connected", 120),
+            ("connected", "stale", 108),
+        ):
+            session.add(
+                RuntimeTransition(
+                    runtime_id=runtime_id,
+                    workspace_id=orgs.a_mixed.id,
+                    kind="health",
+                    from_state=from_state,
+                    to_state=to_state,
+                    reason=None,
+                    at=now - timedelta(minutes=minutes_ago),
+                    detected_at=now - timedelta(minutes=minutes_ago),
+                )
+            )
+    sign_in(web, "vera@a.test")
+    path = f"/dashboard/workspaces/{orgs.a_mixed.id}/runtimes/{runtime_id}"
+    page = web.get(path)
+    assert page.status_code == 200
+    assert_no_inline_code(page.text)
+    assert "api-1" in page.text
+    text = re.sub(r"<[^>]+>", "", page.text)
+    assert "stale for 12 min, 2 h ago" in text
+    assert "connected for 1 h, 3 h ago" in text
+    assert "connected since 1 h, 1 h ago" in text
+    assert web.get(f"/dashboard/workspaces/{orgs.a_mixed.id}/runtimes/nope").status_code == 404
+    other = orgs.b_only
+    assert web.get(f"/dashboard/workspaces/{other.id}/runtimes/{runtime_id}").status_code in (
+        403,
+        404,
+    )
+
+
+def test_webhook_delivery_log_for_admins(
+    web: TestClient, orgs: seed.TwoOrgs, database: Database, clock: Clock
+) -> None:
+    with database.unit_of_work() as session:
+        workspace = session.get(Workspace, orgs.a_mixed.id)
+        assert workspace is not None
+        hook = webhooks.create_webhook(
+            session,
+            workspace=workspace,
+            url="https://hooks.example/fleet",
+            events=[webhooks.ALL_EVENTS],
+            secret=None,
+            active=True,
+            actor="test",
+            now=clock.now,
+        )
+        webhooks.ping_webhook(
+            session, workspace=workspace, webhook_id=hook.id, actor="test", now=clock.now
+        )
+    sign_in(web, "alice@a.test")
+    page = web.get(f"/dashboard/workspaces/{orgs.a_mixed.id}").text
+    assert "Webhook deliveries" in page
+    section = page[page.index('id="webhook-deliveries"') :]
+    assert "https://hooks.example/fleet" in section
+    assert 'data-status="pending"' in section
+    assert 'data-attempts="0"' in section
+    assert "<code>ping</code>" in section
+    empty = web.get(f"/dashboard/workspaces/{orgs.a_aligned.id}").text
+    assert "No webhook delivery yet." in empty

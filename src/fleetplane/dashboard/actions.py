@@ -76,6 +76,31 @@ def save_config(request: Request, workspace_id: str, post: Post) -> Response:
     return _back(workspace_id, notice="config_saved", revision=revision.number)
 
 
+@router.post("/rollback")
+def rollback_config(request: Request, workspace_id: str, post: Post) -> Response:
+    """Make an earlier revision's config current again, as a new revision (admins only)."""
+    context = context_of(request)
+    with context.database.unit_of_work() as session:
+        workspace = access.require_workspace(
+            session,
+            user=post.caller.user,
+            workspace_id=workspace_id,
+            level=Level.ADMIN,
+            for_update=True,
+        )
+        number = _whole_number(post.field("number"), "Revision")
+        if number is None or number < 1:
+            raise Invalid("choose the revision to roll back to")
+        revision = workspace_service.rollback_config(
+            session,
+            workspace=workspace,
+            number=number,
+            actor=post.caller.user.email,
+            now=context.clock(),
+        )
+    return _back(workspace_id, notice="config_rolled_back", revision=revision.number)
+
+
 def _expiry(value: str) -> datetime | None:
     """An `<input type=datetime-local>` value, read as UTC; empty means none."""
     if not value.strip():

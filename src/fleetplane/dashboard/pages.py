@@ -27,8 +27,10 @@ from fleetplane.dashboard.web import (
     signed_in,
 )
 from fleetplane.domain.errors import RateLimited, Unauthenticated
+from fleetplane.services import access, history, signin
 from fleetplane.services import observe as observe_service
-from fleetplane.services import signin
+from fleetplane.services import webhooks as webhook_service
+from fleetplane.services import workspaces as workspace_service
 from fleetplane.services.access import Level
 from fleetplane.services.signin import WebCaller
 
@@ -45,8 +47,12 @@ NOTICES = {
     "config_unchanged": "The config is identical to the current revision; nothing changed.",
     "authority_saved": "Authority mode saved.",
     "runtime_revoked": "Runtime revoked: its credential stopped working.",
+    "config_rolled_back": "Rolled back: the earlier config is now revision {revision}. "
+    "Runtimes pull it on their next sync.",
 }
 LEVEL_NAMES = {Level.ADMIN: "admin", Level.OPERATE: "operator", Level.READ: "viewer"}
+DELIVERIES_SHOWN = 20
+HISTORY_SHOWN = 100
 
 
 def _login_form(
@@ -262,6 +268,9 @@ def workspace_page(
     }
     if values["editor_text"] is None:
         values["editor_text"] = render.editable_yaml(overview.config_document)
+    deliveries = None
+    if overview.level >= Level.ADMIN:
+        deliveries = recent_deliveries(context, caller, workspace_id)
     return render.page(
         "workspace.html",
         status=status,
@@ -285,8 +294,39 @@ def workspace_page(
         },
         base_url=f"{PREFIX}/workspaces/{overview.workspace.id}",
         refresh=refresh,
+        deliveries=deliveries,
         **values,
     )
+
+
+def recent_deliveries(
+    context: AppContext, caller: WebCaller, workspace_id: str
+) -> list[dict[str, Any]]:
+    """The newest webhook deliveries of the workspace across its webhooks (admins only)."""
+    with context.database.read() as session:
+        workspace = access.require_workspace(
+            session, user=caller.user, workspace_id=workspace_id, level=Level.ADMIN
+        )
+        rows = []
+        for hook in webhook_service.list_webhooks(session, workspace=workspace):
+            for delivery, _attempts in webhook_service.list_deliveries(
+                session, webhook=hook, status=None, limit=DELIVERIES_SHOWN, before=None
+            ):
+                rows.append(
+                    {
+                        "id": delivery.id,
+                        "url": hook.url,
+                        "event": delivery.event,
+                        "status": str(delivery.status),
+                        "attempts": delivery.attempts,
+                        "next_attempt_at": delivery.next_attempt_at,
+                        "created_at": delivery.created_at,
+                        "last_status_code": delivery.last_status_code,
+                        "last_error": delivery.last_error,
+                    }
+                )
+    rows.sort(key=lambda row: (row["created_at"], row["id"]), reverse=True)
+    return rows[:DELIVERIES_SHOWN]
 
 
 @router.get("/workspaces/{workspace_id}")
@@ -313,4 +353,71 @@ def workspace(
         cursor=cursor,
         refresh=True,
         notice=message.format(revision=revision or "") if message else None,
+    )
+
+
+@router.get("/workspaces/{workspace_id}/diff")
+def revision_diff(
+    request: Request,
+    caller: Caller,
+    workspace_id: str,
+    from_number: Annotated[int, Query(alias="from", ge=1)],
+    to_number: Annotated[int, Query(alias="to", ge=1)],
+) -> Response:
+    """A unified diff between two config revisions."""
+    context = context_of(request)
+    with context.database.read() as session:
+        workspace = access.require_workspace(
+            session, user=caller.user, workspace_id=workspace_id, level=Level.READ
+        )
+        text = workspace_service.diff_revisions(
+            session, workspace=workspace, from_number=from_number, to_number=to_number
+        )
+        name = workspace.name
+    return render.page(
+        "diff.html",
+        caller=caller,
+        workspace_id=workspace_id,
+        workspace_name=name,
+        base_url=f"{PREFIX}/workspaces/{workspace_id}",
+        from_number=from_number,
+        to_number=to_number,
+        diff=text,
+        refresh=False,
+    )
+
+
+@router.get("/workspaces/{workspace_id}/runtimes/{runtime_id}")
+def runtime_page(request: Request, caller: Caller, workspace_id: str, runtime_id: str) -> Response:
+    """A runtime's status history: each transition and how long the state it began lasted."""
+    context = context_of(request)
+    now = context.clock()
+    with context.database.read() as session:
+        workspace = access.require_workspace(
+            session, user=caller.user, workspace_id=workspace_id, level=Level.READ
+        )
+        runtime, _state, items = history.runtime_history(
+            session,
+            workspace=workspace,
+            runtime_id=runtime_id,
+            kind=None,
+            limit=HISTORY_SHOWN,
+            before_id=None,
+            now=now,
+        )
+        name = workspace.name
+        agent_id = runtime.agent_id
+        host_id = runtime.host_id
+    return render.page(
+        "runtime.html",
+        caller=caller,
+        now=now,
+        workspace_id=workspace_id,
+        workspace_name=name,
+        base_url=f"{PREFIX}/workspaces/{workspace_id}",
+        runtime_id=runtime_id,
+        agent_id=agent_id,
+        host_id=host_id,
+        transitions=items,
+        refresh=True,
     )

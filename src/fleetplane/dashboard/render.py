@@ -52,6 +52,31 @@ def age(seconds: float | None) -> str:
     return _span(seconds)
 
 
+def duration(seconds: float | None) -> str:
+    """A length of time in its largest whole unit: `12 min`, `2 h`, `45 s`."""
+    if seconds is None:
+        return "—"
+    seconds = max(seconds, 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{math.floor(seconds / size)} {unit}"
+    return f"{math.floor(seconds)} s"
+
+
+def ago_iso(value: str | None, now: datetime) -> str:
+    """The age of an ISO 8601 string from the services, as `relative_time` shows moments."""
+    if not value:
+        return "never"
+    return relative_time(datetime.fromisoformat(value.replace("Z", "+00:00")), now)
+
+
+def share(part: int | None, whole: int | None) -> float | None:
+    """part / whole, or None for an empty whole."""
+    if not whole:
+        return None
+    return (part or 0) / whole
+
+
 def exact_iso(value: str | None) -> str:
     """An ISO 8601 string from the services shown as `exact_time` shows moments."""
     if not value:
@@ -144,6 +169,8 @@ environment.filters.update(
     ago=relative_time,
     age=age,
     exact_iso=exact_iso,
+    ago_iso=ago_iso,
+    duration=duration,
     exact=exact_time,
     iso=iso_time,
     percent=percent,
@@ -154,6 +181,7 @@ environment.filters.update(
     datetime_local=datetime_local,
 )
 environment.globals["refresh_seconds"] = REFRESH_SECONDS
+environment.globals["share"] = share
 
 
 def page(
