@@ -155,6 +155,7 @@ def test_requests_buffer_sweeps_and_deliveries_are_counted(
         assert not any(ws.workspace_id in str(labels) for _, labels in samples)
         assert ("fleetplane_heartbeat_buffer_depth", ()) in samples
         assert samples[("fleetplane_liveness_flushes_total", ())] >= 1
+        assert samples[("fleetplane_liveness_flush_seconds_total", ())] > 0
         assert samples[("fleetplane_webhook_attempts_total", (("outcome", "delivered"),))] == 1
         assert samples[("fleetplane_webhook_deliveries", (("status", "delivered"),))] == 1
         assert samples[("fleetplane_sweeps_total", ())] == 1

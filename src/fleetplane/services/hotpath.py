@@ -106,6 +106,7 @@ class LivenessBuffer:
         self._flush_lock = threading.Lock()
         self.flushes = 0
         self.rows_written = 0
+        self.flush_seconds = 0.0  # total time spent writing flushes, for /metrics
 
     def offer(self, runtime_id: str, seen_at: datetime, session_id: str | None) -> bool:
         """Buffer a heartbeat; False when the buffer is full (the caller answers 429)."""
@@ -147,6 +148,7 @@ class LivenessBuffer:
                 )
                 .execution_options(synchronize_session=False)
             )
+            started = time.monotonic()
             try:
                 with self.database.write_connection() as connection:
                     connection.execute(statement, rows)
@@ -158,6 +160,7 @@ class LivenessBuffer:
                 raise
             self.flushes += 1
             self.rows_written += len(rows)
+            self.flush_seconds += time.monotonic() - started
             return len(rows)
 
 
