@@ -81,3 +81,22 @@ def test_apply_failure_reported_in_a_heartbeat(client: TestClient) -> None:
     assert bad.status_code == 422
     client.post("/api/v1/heartbeat", json={**base, "config_hash": desired}, headers=key)
     assert fleet(client, ws.workspace_id)["runtimes"][0]["drift"] == "aligned"
+
+
+def test_reporting_the_failed_hash_as_applied_clears_the_failure_on_the_hot_path(
+    client: TestClient,
+) -> None:
+    ws = make_workspace(client)
+    client.put(f"/api/v1/workspaces/{ws.workspace_id}/config", json={"a": 1}, headers=ADMIN)
+    desired = config_hash({"a": 1})
+    key = auth(ws.api_key)
+    base = {"agent_id": "r", "session_id": "r", "runtime_version": "3.12.6"}
+    for body in (
+        {**base, "config_hash": desired},  # registers the runtime (full route)
+        {**base, "config_hash": desired},  # cached from here on
+        {**base, "config_apply_failed_hash": desired, "config_apply_error": "boom"},
+    ):
+        assert client.post("/api/v1/heartbeat", json=body, headers=key).status_code == 200
+    assert fleet(client, ws.workspace_id)["runtimes"][0]["driftReason"] == "apply_failed"
+    client.post("/api/v1/heartbeat", json={**base, "config_hash": desired}, headers=key)
+    assert fleet(client, ws.workspace_id)["runtimes"][0]["drift"] == "aligned"

@@ -239,6 +239,8 @@ class HotPathMiddleware:
         observed = fields.get("config_hash")
         if observed is not None and observed != identity.observed_config_hash:
             return False
+        if observed is not None and observed == identity.apply_failed_hash:
+            return False  # reporting the hash it failed to apply as applied clears the failure
         session_id = fields.get("session_id")
         if session_id and session_id != identity.last_session_id:
             return False
@@ -286,6 +288,7 @@ class HotPathMiddleware:
             Runtime.observed_config_hash,
             Runtime.last_heartbeat_at,
             Runtime.last_session_id,
+            Runtime.apply_failed_hash,
         ).where(Runtime.workspace_id == caller.workspace_id)
         if by_credential:
             query = query.where(Runtime.id == caller.runtime_id)
@@ -302,6 +305,7 @@ class HotPathMiddleware:
             observed_config_hash=row.observed_config_hash,
             has_heartbeat=row.last_heartbeat_at is not None,
             last_session_id=row.last_session_id,
+            apply_failed_hash=row.apply_failed_hash,
         )
         remember_runtime(
             self.context,

@@ -19,6 +19,8 @@ from fleetplane.services.workspaces import DesiredState
 
 from . import schemas
 
+DRIFT_EVENTS = (runtime_service.WORKSPACE_UPDATED, runtime_service.CONFIG_APPLY_FAILED)
+
 router = APIRouter(prefix="/api/v1", tags=["runtime"], responses=schemas.RUNTIME_ERRORS)
 
 
@@ -123,6 +125,7 @@ def heartbeat(body: schemas.HeartbeatRequest, context: Context, token: Token) ->
             observed_config_hash=runtime.observed_config_hash,
             has_heartbeat=runtime.last_heartbeat_at is not None,
             last_session_id=runtime.last_session_id,
+            apply_failed_hash=runtime.apply_failed_hash,
         ),
         by_credential=caller.via_runtime_credential,
         agent_id=body.agent_id,
@@ -213,6 +216,9 @@ def events(body: schemas.EventsRequest, context: Context, token: Token) -> dict[
             events=body.events,
             now=context.clock(),
         )
+    if any(isinstance(event, dict) and event.get("kind") in DRIFT_EVENTS for event in body.events):
+        # The observed hash or a failed apply changed: cached identities no longer tell.
+        context.hot.invalidate()
     return {"accepted": accepted}
 
 

@@ -126,7 +126,7 @@ def create_enrollment(
 ) -> IssuedEnrollment:
     """Create an enrollment token with an expiry (default from settings) and optional max uses."""
     ttl = expires_in_seconds if expires_in_seconds is not None else default_ttl_seconds
-    if ttl <= 0 or timedelta(seconds=ttl) > MAX_ENROLLMENT_TTL:
+    if ttl <= 0 or ttl > MAX_ENROLLMENT_TTL.total_seconds():
         raise Invalid(
             "expiresInSeconds must be between 1 and 2592000 (30 days)", code="invalid_expiry"
         )

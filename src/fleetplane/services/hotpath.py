@@ -34,6 +34,7 @@ class RuntimeIdentity:
     observed_config_hash: str | None
     has_heartbeat: bool
     last_session_id: str | None
+    apply_failed_hash: str | None = None
 
 
 @dataclass(frozen=True)
