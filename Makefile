@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint format clean bench bench-quick
+.PHONY: install run test lint format clean bench bench-quick fuzz
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,3 +41,6 @@ bench: install
 
 bench-quick: install
 	$(BIN)/python bench/run.py --quick
+
+fuzz: install
+	$(BIN)/python bench/fuzz.py $(FUZZ_ARGS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 import time
 from typing import Annotated
@@ -65,6 +66,8 @@ def serve(
     migrate.upgrade(settings.sqlalchemy_url)
     if simulate:
         _start_simulation(settings, f"http://{host}:{port}", simulate)
+    # The workers share the rate limits (docs/reliability.md); several machines set it in full.
+    os.environ.setdefault("FLEETPLANE_RATE_LIMIT_PROCESSES", str(workers))
     uvicorn.run(
         "fleetplane.api.factory:app",
         factory=True,

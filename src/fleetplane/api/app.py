@@ -14,6 +14,7 @@ from fleetplane.api import accounts, alerts, errors, fleet, operator, orgs, prob
 from fleetplane.api.context import AppContext, system_clock
 from fleetplane.api.hot import HotPathMiddleware
 from fleetplane.api.middleware import BodyLimit, SecurityHeaders
+from fleetplane.api.ratelimit import RateLimit
 from fleetplane.services.accounts import bootstrap_superuser
 from fleetplane.settings import Settings
 from fleetplane.store.db import Database
@@ -76,6 +77,7 @@ def create_app(
     dashboard.install(app)
 
     app.add_middleware(HotPathMiddleware, context=context)
+    app.add_middleware(RateLimit, settings=settings)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders, hsts=settings.secure_cookies)
     # Last, so that request metrics wrap everything, the hot path included.

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fleetplane.domain.errors import (
@@ -102,9 +102,18 @@ def _database_unavailable(_request: Request, error: Exception) -> JSONResponse:
     )
 
 
+def _value_out_of_range(_request: Request, error: Exception) -> JSONResponse:
+    log.info("database refused a value: %s", type(getattr(error, "orig", error)).__name__)
+    return JSONResponse(
+        error_body("value_out_of_range", "a value in the request is out of the stored range"),
+        status_code=422,
+    )
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers on an app."""
     app.add_exception_handler(FleetplaneError, _fleetplane_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(DataError, _value_out_of_range)

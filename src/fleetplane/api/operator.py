@@ -12,13 +12,14 @@ from starlette.concurrency import run_in_threadpool
 from fleetplane.api import schemas
 from fleetplane.api.deps import Context, Operator
 from fleetplane.domain.config_hash import parse_workspace_yaml
-from fleetplane.domain.errors import BadRequest, InvalidDocument
+from fleetplane.domain.errors import BadRequest, Invalid, InvalidDocument
 from fleetplane.domain.policy import apply_policy_mode, parse_policy_set
 from fleetplane.services import access, audit, credentials
 from fleetplane.services import runtimes as runtime_service
 from fleetplane.services import workspaces as workspace_service
 from fleetplane.services.access import Level
 from fleetplane.services.fleet import check_limit, decode_cursor, encode_cursor
+from fleetplane.settings import Settings
 from fleetplane.store.models import Org, Workspace
 
 router = APIRouter(prefix="/api/v1", tags=["operator"], responses=schemas.OPERATOR_ERRORS)
@@ -110,22 +111,55 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def parse_config_body(raw: bytes, content_type: str) -> Any:
-    """A config document from a JSON or YAML request body."""
+def check_document_size(document: Any, *, max_depth: int, max_nodes: int) -> None:
+    """Refuse a JSON document deeper or larger than the config limits, as YAML ones are."""
+    pending: list[tuple[Any, int]] = [(document, 0)]
+    nodes = 0
+    while pending:
+        value, depth = pending.pop()
+        nodes += 1
+        if isinstance(value, dict | list):
+            depth += 1
+            if depth > max_depth:
+                raise InvalidDocument(f"Document nests deeper than {max_depth} levels")
+            if isinstance(value, dict):
+                nodes += len(value)  # keys are nodes too, as in YAML
+                pending.extend((item, depth) for item in value.values())
+            else:
+                pending.extend((item, depth) for item in value)
+        if nodes > max_nodes:
+            raise InvalidDocument(f"Document expands to more than {max_nodes} nodes")
+
+
+def parse_config_body(raw: bytes, content_type: str, settings: Settings) -> Any:
+    """A config document from a JSON or YAML request body, within the config limits."""
     media = content_type.split(";", 1)[0].strip().lower()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadRequest("the body must be UTF-8 text", code="invalid_encoding") from exc
     if media in YAML_TYPES:
-        return parse_workspace_yaml(text)
+        return parse_workspace_yaml(
+            text,
+            max_depth=settings.config_max_depth,
+            max_nodes=settings.config_max_nodes,
+            max_alias_count=settings.config_max_alias_count,
+            max_text_chars=settings.config_max_text_chars,
+        )
     if media in ("application/json", ""):
         try:
-            return json.loads(text, object_pairs_hook=_reject_duplicate_keys)
+            document = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
         except json.JSONDecodeError as exc:
             raise InvalidDocument(
                 f"invalid JSON: {exc.msg}", line=exc.lineno, column=exc.colno
             ) from exc
+        except (RecursionError, ValueError) as exc:
+            # Nesting past the interpreter's stack; an integer past Python's 4300 digits.
+            raise InvalidDocument(f"invalid JSON: {exc}") from exc
+        check_document_size(
+            document, max_depth=settings.config_max_depth, max_nodes=settings.config_max_nodes
+        )
+        return document
     raise BadRequest(
         "send the config as application/json or application/yaml",
         code="unsupported_media_type",
@@ -150,9 +184,11 @@ async def put_config(
 ) -> dict[str, Any]:
     """Store a new config revision from a JSON document or YAML text."""
     raw = await request.body()
-    document = parse_config_body(raw, request.headers.get("content-type", ""))
+    content_type = request.headers.get("content-type", "")
 
     def store() -> dict[str, Any]:
+        # Parsing a large YAML document takes CPU seconds: never on the event loop.
+        document = parse_config_body(raw, content_type, context.settings)
         with context.database.unit_of_work() as session:
             workspace = access.require_workspace(
                 session, user=user, workspace_id=workspace_id, level=Level.ADMIN, for_update=True
@@ -180,6 +216,8 @@ def config_revisions(
     """The config revision history, newest first."""
     page_size = check_limit(limit)
     before = int(decode_cursor(cursor, length=1)[0]) if cursor else None
+    if before is not None and not 1 <= before <= schemas.MAX_REVISION + 1:
+        raise Invalid("cursor is not one this server issued", code="invalid_cursor")
     with context.database.read() as session:
         workspace = access.require_workspace(
             session, user=user, workspace_id=workspace_id, level=Level.READ

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from pydantic import Field
 
 from fleetplane.api import schemas
 from fleetplane.api.deps import Context, Operator
 from fleetplane.api.operator import iso, workspace_view
-from fleetplane.api.schemas import OperatorBody
+from fleetplane.api.schemas import MAX_REVISION, OperatorBody
 from fleetplane.services import access, members
 from fleetplane.services import workspaces as workspace_service
 from fleetplane.services.access import Level
@@ -237,7 +237,10 @@ def remove_workspace_member(
 
 @router.get("/workspaces/{workspace_id}/config/revisions/{number}")
 def get_revision(
-    workspace_id: str, number: int, context: Context, user: Operator
+    workspace_id: str,
+    number: Annotated[int, Path(ge=1, le=MAX_REVISION)],
+    context: Context,
+    user: Operator,
 ) -> dict[str, Any]:
     """One config revision with its document."""
     with context.database.read() as session:
@@ -273,7 +276,7 @@ def get_workspace_policies(workspace_id: str, context: Context, user: Operator) 
 
 
 class Rollback(OperatorBody):
-    number: int = Field(ge=1)
+    number: int = Field(ge=1, le=MAX_REVISION)
 
 
 @router.post("/workspaces/{workspace_id}/config/rollback")
@@ -300,8 +303,8 @@ def diff_config(
     workspace_id: str,
     context: Context,
     user: Operator,
-    from_number: Annotated[int, Query(alias="from", ge=1)],
-    to_number: Annotated[int, Query(alias="to", ge=1)],
+    from_number: Annotated[int, Query(alias="from", ge=1, le=MAX_REVISION)],
+    to_number: Annotated[int, Query(alias="to", ge=1, le=MAX_REVISION)],
 ) -> dict[str, Any]:
     """A unified diff between two revisions."""
     with context.database.read() as session:

@@ -90,6 +90,10 @@ class EnrollRequest(RuntimeBody):
     labels: dict[str, str] | None = None
 
 
+# Config revision numbers are a 32-bit integer column on PostgreSQL.
+MAX_REVISION = 2**31 - 1
+
+
 class OperatorBody(BaseModel):
     """Operator bodies are strict: an unknown field is a mistake worth reporting."""
 

@@ -46,6 +46,7 @@ __all__ = [
     "DEFAULT_MAX_ALIAS_COUNT",
     "DEFAULT_MAX_DEPTH",
     "DEFAULT_MAX_NODES",
+    "DEFAULT_MAX_TEXT_CHARS",
     "canonical_json",
     "config_hash",
     "hash_workspace_yaml",
@@ -55,6 +56,10 @@ __all__ = [
 DEFAULT_MAX_DEPTH = 64
 DEFAULT_MAX_NODES = 100_000
 DEFAULT_MAX_ALIAS_COUNT = 100  # the runtime's yaml `maxAliasCount` default; negative disables
+# Characters of scalar text once aliases are expanded. The alias-count guard bounds how many
+# aliases there are, not how much each one copies: 99 aliases of a 500 KB string would make a
+# 50 MB document out of a 500 KB body. Without aliases the text never exceeds the body.
+DEFAULT_MAX_TEXT_CHARS = 2 * 1024 * 1024
 
 # --------------------------------------------------------------------------------------------
 # YAML 1.2 core schema, as the JS `yaml` package resolves it
@@ -255,6 +260,8 @@ class _Node:
     height: int
     is_scalar: bool
     alias_of: _Anchor | None = None
+    # Characters of scalar text in the node once expanded (the text-size guard).
+    chars: int = 0
     # For the runtime's alias-count guard: whether a scalar is reachable without crossing an
     # alias, and the anchors of the aliases reachable that way.
     has_leaf: bool = False
@@ -280,6 +287,7 @@ class _Frame:
     size: int = 1
     height: int = 0
     key: Any = _NO_KEY
+    chars: int = 0
     seen: set[tuple[str, Any]] = field(default_factory=set)
     has_leaf: bool = False
     refs: set[_Anchor] = field(default_factory=set)
@@ -327,10 +335,11 @@ def _clone(value: Any) -> Any:
 class _Builder:
     """Builds the document value from parser events, enforcing the runtime's rules and limits."""
 
-    def __init__(self, limits: tuple[int, int, int], restore: dict[int, str]) -> None:
-        self.max_depth, self.max_nodes, self.max_alias_count = limits
+    def __init__(self, limits: tuple[int, int, int, int], restore: dict[int, str]) -> None:
+        self.max_depth, self.max_nodes, self.max_alias_count, self.max_text_chars = limits
         self.restore = restore
         self.nodes = 0
+        self.text_chars = 0
         self.documents = 0
         self.stack: list[_Frame] = []
         self.anchors: dict[str, _Anchor] = {}
@@ -339,8 +348,10 @@ class _Builder:
     def feed(self, event: Any) -> None:
         if isinstance(event, ScalarEvent):
             self._count(1, event)
+            self._count_text(len(event.value), event)
             value = _resolve_scalar(event, self.restore)
             node = _Node(value, size=1, height=0, is_scalar=True, has_leaf=True)
+            node.chars = len(event.value)
             self._finish(node, self._anchor(event), event.start_mark)
         elif isinstance(event, AliasEvent):
             self._alias(event)
@@ -349,7 +360,7 @@ class _Builder:
         elif isinstance(event, CollectionEndEvent):
             frame = self.stack.pop()
             node = _Node(frame.container, frame.size, frame.height + 1, is_scalar=False)
-            node.has_leaf, node.refs = frame.has_leaf, frame.refs
+            node.has_leaf, node.refs, node.chars = frame.has_leaf, frame.refs, frame.chars
             self._finish(node, frame.anchor, frame.mark)
         elif isinstance(event, DocumentStartEvent):
             self.documents += 1
@@ -371,6 +382,12 @@ class _Builder:
         self.nodes += nodes
         if self.nodes > self.max_nodes:
             message = f"Document expands to more than {self.max_nodes} nodes"
+            raise _invalid(message, event.start_mark)
+
+    def _count_text(self, chars: int, event: Any) -> None:
+        self.text_chars += chars
+        if self.text_chars > self.max_text_chars:
+            message = f"Document expands to more than {self.max_text_chars} characters of text"
             raise _invalid(message, event.start_mark)
 
     def _check_depth(self, depth: int, event: Any) -> None:
@@ -397,8 +414,10 @@ class _Builder:
         self._check_alias_count(anchor, target, event)
         self._check_depth(len(self.stack) + target.height, event)
         self._count(target.size, event)
+        self._count_text(target.chars, event)
         value = _clone(target.value)
         node = _Node(value, target.size, target.height, target.is_scalar, alias_of=anchor)
+        node.chars = target.chars
         self._finish(node, None, event.start_mark)
 
     def _check_alias_count(self, anchor: _Anchor, target: _Node, event: Any) -> None:
@@ -419,6 +438,7 @@ class _Builder:
             return
         parent = self.stack[-1]
         parent.size += node.size
+        parent.chars += node.chars
         parent.height = max(parent.height, node.height)
         if node.alias_of is not None:
             parent.refs.add(node.alias_of)
@@ -473,10 +493,11 @@ def parse_workspace_yaml(
     max_depth: int = DEFAULT_MAX_DEPTH,
     max_nodes: int = DEFAULT_MAX_NODES,
     max_alias_count: int = DEFAULT_MAX_ALIAS_COUNT,
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
 ) -> Any:
     """Parse one YAML 1.2 (core schema) document into plain dict/list/str/int/float/bool/None."""
     shielded, restore = _shield_breaks(text)
-    builder = _Builder((max_depth, max_nodes, max_alias_count), restore)
+    builder = _Builder((max_depth, max_nodes, max_alias_count, max_text_chars), restore)
     yaml = YAML(typ="safe", pure=True)
     yaml.Scanner = _Yaml12Scanner
     events = yaml.parse(shielded)

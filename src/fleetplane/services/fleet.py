@@ -59,6 +59,9 @@ def decode_cursor(cursor: str, *, length: int) -> list[Any]:
         raise Invalid("cursor is not one this server issued", code="invalid_cursor")
     if not all(isinstance(value, str | int) for value in values):
         raise Invalid("cursor is not one this server issued", code="invalid_cursor")
+    # A number no database column holds (SQLite and PostgreSQL stop at 64 bits).
+    if any(isinstance(value, int) and not -(2**63) <= value < 2**63 for value in values):
+        raise Invalid("cursor is not one this server issued", code="invalid_cursor")
     return values
 
 
