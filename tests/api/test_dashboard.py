@@ -9,12 +9,13 @@ from typing import cast
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select, update
 
 import fleetplane.dashboard
 from fleetplane.domain.config_hash import config_hash
 from fleetplane.services import webhooks, workspaces
 from fleetplane.store.db import Database
-from fleetplane.store.models import Org, RuntimeTransition, Workspace
+from fleetplane.store.models import Org, Runtime, RuntimeTransition, Workspace
 from tests.browser import seed
 from tests.conftest import Clock, auth, snapshot
 
@@ -649,3 +650,66 @@ def test_webhook_delivery_log_for_admins(
     assert "<code>ping</code>" in section
     empty = web.get(f"/dashboard/workspaces/{orgs.a_aligned.id}").text
     assert "No webhook delivery yet." in empty
+
+
+def rollout_of(fragment: str) -> tuple[int, int]:
+    """(on the current revision, expected) from a row's or the totals' rollout cell."""
+    match = re.search(r'class="rollout-cell"[^>]*data-on="(\d+)" data-expected="(\d+)"', fragment)
+    assert match is not None, fragment
+    return int(match.group(1)), int(match.group(2))
+
+
+def test_observe_rollout_progress_climbs_as_runtimes_reconcile(
+    web: TestClient, orgs: seed.TwoOrgs, database: Database, clock: Clock
+) -> None:
+    csrf = sign_in(web, "alice@a.test")
+    workspace_id = orgs.a_mixed.id
+    fleet_rollout = web.get(f"/api/v1/workspaces/{workspace_id}/fleet").json()["rollout"]
+    page = web.get(OBSERVE).text
+    # The Observe row shows the fleet surface's own rollout figures.
+    assert rollout_of(row_html(page, workspace_id)) == (
+        fleet_rollout["onRevision"],
+        fleet_rollout["expected"],
+    )
+    assert rollout_of(row_html(page, orgs.a_aligned.id)) == (3, 3)
+    assert "rolling out for" not in row_html(page, orgs.a_aligned.id)  # complete
+    assert rollout_of(totals_html(page)) == (fleet_rollout["onRevision"] + 3, 11)
+
+    # A new revision: nobody reports it yet.
+    rolled = web.post(
+        f"/dashboard/workspaces/{workspace_id}/rollback",
+        data={"number": "1", "csrf_token": csrf},
+        follow_redirects=False,
+    )
+    assert rolled.status_code == 303
+    with database.read() as session:
+        workspace = session.get(Workspace, workspace_id)
+        assert workspace is not None
+        current = workspace.config_hash
+        runtime_ids = sorted(orgs.a_mixed.runtime_ids.values())
+        already = session.scalar(
+            select(func.count())
+            .select_from(Runtime)
+            .where(Runtime.workspace_id == workspace_id, Runtime.observed_config_hash == current)
+        )
+    clock.advance(5 * 60)
+    row = row_html(web.get(OBSERVE).text, workspace_id)
+    assert rollout_of(row) == (already, len(seed.MIXED_FLEET))
+    assert "<b>r3</b>" in row
+    assert re.search(r"rolling out for 5 min", row)
+
+    # Runtimes report the new hash one by one: the count climbs to every runtime.
+    seen = [already]
+    for runtime_id in runtime_ids:
+        with database.unit_of_work() as session:
+            session.execute(
+                update(Runtime).where(Runtime.id == runtime_id).values(observed_config_hash=current)
+            )
+        on, expected = rollout_of(row_html(web.get(OBSERVE).text, workspace_id))
+        assert expected == len(seed.MIXED_FLEET)
+        seen.append(on)
+    assert seen == sorted(seen)
+    assert seen[-1] == len(seed.MIXED_FLEET)
+    final = row_html(web.get(OBSERVE).text, workspace_id)
+    assert 'aria-label="100% on r3"' in final
+    assert "rolling out for" not in final

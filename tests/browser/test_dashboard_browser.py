@@ -31,10 +31,18 @@ def test_sign_in_and_observe_shows_the_seeded_counts(page: Page, live_server: Li
         expect(located).to_have_attribute("data-count", str(count))
         # The badge says what it counts in words, not only in colour.
         expect(located).to_have_text(f"{state.replace('_', ' ')} {count}")
-    expect(page.locator(f'tr[data-workspace="{orgs.a_mixed.id}"] .pct')).to_have_text("50%")
+    aligned_cell = 'td[data-label="Aligned"] .pct'
+    expect(page.locator(f'tr[data-workspace="{orgs.a_mixed.id}"] {aligned_cell}')).to_have_text(
+        "50%"
+    )
     totals = page.locator("tr.totals")
     expect(totals.locator('.badge[data-state="aligned"]')).to_have_attribute("data-count", "7")
-    expect(totals.locator(".pct")).to_have_text("63%")
+    expect(totals.locator(aligned_cell)).to_have_text("63%")
+    # Rollout of the current revision: every runtime of the all-aligned workspace is on it.
+    rollout = page.locator(f'tr[data-workspace="{orgs.a_aligned.id}"] .rollout-line')
+    expect(rollout).to_be_visible()
+    expect(rollout.locator(".pct")).to_have_text("100%")
+    expect(rollout).to_contain_text("3 of 3 on it")
     # The exact time of the config revision is on hover.
     revision_time = page.locator(f'tr[data-workspace="{orgs.a_mixed.id}"] .revision time')
     expect(revision_time).to_have_attribute("title", "2026-03-01 12:00:00 UTC")

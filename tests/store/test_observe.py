@@ -71,7 +71,7 @@ def _workspaces(database: Database) -> list[str]:
         return ids
 
 
-def _fleet_summary(database: Database, workspace_id: str) -> dict[str, int]:
+def _fleet_page(database: Database, workspace_id: str) -> dict[str, Any]:
     with database.read() as session:
         workspace = session.get(Workspace, workspace_id)
         assert workspace is not None
@@ -86,7 +86,11 @@ def _fleet_summary(database: Database, workspace_id: str) -> dict[str, int]:
             limit=1,
             cursor=None,
         )
-    summary: dict[str, int] = dict(page["summary"])
+    return page
+
+
+def _fleet_summary(database: Database, workspace_id: str) -> dict[str, int]:
+    summary: dict[str, int] = dict(_fleet_page(database, workspace_id)["summary"])
     summary.pop("archived")  # the observe posture counts visible runtimes only
     return summary
 
@@ -145,10 +149,14 @@ def test_grouped_counts_equal_fleet_summaries(
         some = observe.posture_summaries(session, rules=RULES, now=NOW, workspace_ids=ids[1:3])
     assert set(some) == set(ids[1:3])
     for workspace_id in ids:
-        expected = _fleet_summary(database, workspace_id)
-        assert grouped[workspace_id].to_api() == expected
+        page = _fleet_page(database, workspace_id)
+        expected = {key: value for key, value in page["summary"].items() if key != "archived"}
+        assert grouped[workspace_id].summary.to_api() == expected
+        # The rollout count is the fleet surface's: runtimes on this workspace's own hash.
+        assert grouped[workspace_id].on_current == page["rollout"]["onRevision"]
         if workspace_id in some:
-            assert some[workspace_id].to_api() == expected
+            assert some[workspace_id].summary.to_api() == expected
+            assert some[workspace_id].on_current == page["rollout"]["onRevision"]
 
 
 def test_observe_shows_what_the_user_may_see_with_totals_and_attention(

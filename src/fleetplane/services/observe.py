@@ -9,7 +9,7 @@ statement covers many workspaces; `tests/store/test_observe.py` holds the two eq
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -53,6 +53,14 @@ def drift_by_workspace_expression(
     )
 
 
+@dataclass(frozen=True)
+class PostureCounts:
+    """One workspace's SPEC 3.5 summary and its rollout: runtimes on the current revision."""
+
+    summary: FleetSummary = field(default_factory=FleetSummary)
+    on_current: int = 0
+
+
 # The states each count covers, in the order the posture query returns them.
 HEALTH_STATES = (Health.CONNECTED, Health.STALE, Health.DORMANT, Health.NEVER)
 DRIFT_STATES = (Drift.ALIGNED, Drift.NEEDS_RECONCILE, Drift.UPGRADE_REQUIRED, Drift.AWAITING_SYNC)
@@ -64,9 +72,10 @@ def posture_query(
     """Runtime counts per workspace and state for the given workspaces (None: every one).
 
     One statement: each runtime's health and drift (SPEC 3.1, 3.4, its own workspace's
-    desired hash) computed once in a subquery, then GROUP BY workspace with one count per
-    state. Grouping by workspace alone keeps the groups few, so PostgreSQL aggregates in a
-    hash table instead of sorting every runtime on computed text keys; `OFFSET 0` keeps both
+    desired hash) and whether it reports that hash computed once in a subquery, then GROUP BY
+    workspace with one count per state and the count on the current revision. Grouping by
+    workspace alone keeps the groups few, so PostgreSQL aggregates in a hash table instead
+    of sorting every runtime on computed text keys; `OFFSET 0` keeps both
     databases from inlining the subquery and so evaluating each CASE once per count.
     """
     context = RuleContext(
@@ -86,6 +95,9 @@ def posture_query(
             Runtime.workspace_id.label("workspace_id"),
             health_expression(context).label("health"),
             drift.label("drift"),
+            case((Runtime.observed_config_hash == Workspace.config_hash, 1), else_=0).label(
+                "on_current"
+            ),
         )
         .join(Workspace, Workspace.id == Runtime.workspace_id)
         .where(visible_clause())
@@ -95,14 +107,15 @@ def posture_query(
     states = states_query.offset(0).subquery()
     counts = [func.count().filter(states.c.health == state.value) for state in HEALTH_STATES]
     counts += [func.count().filter(states.c.drift == state.value) for state in DRIFT_STATES]
+    counts.append(func.count().filter(states.c.on_current == 1))
     return select(states.c.workspace_id, *counts).group_by(states.c.workspace_id)
 
 
 def posture_summaries(
     session: Session, *, rules: fleet.FleetRules, now: datetime, workspace_ids: list[str]
-) -> dict[str, FleetSummary]:
-    """The SPEC 3.5 summary of each given workspace (empty workspaces get zeros)."""
-    summaries = dict.fromkeys(workspace_ids, FleetSummary())
+) -> dict[str, PostureCounts]:
+    """The SPEC 3.5 summary and rollout count of each given workspace (empty ones get zeros)."""
+    summaries = dict.fromkeys(workspace_ids, PostureCounts())
     if not workspace_ids:
         return summaries
     every = session.scalar(select(func.count()).select_from(Workspace)) or 0
@@ -116,10 +129,10 @@ def posture_summaries(
     for workspace_id, *state_counts in session.execute(query):
         if workspace_id not in wanted:
             continue
-        connected, stale, dormant, never, aligned, reconcile, upgrade, awaiting = map(
+        connected, stale, dormant, never, aligned, reconcile, upgrade, awaiting, on_current = map(
             int, state_counts
         )
-        summaries[workspace_id] = FleetSummary(
+        summary = FleetSummary(
             total=connected + stale + dormant + never,
             active=connected,
             stale=stale,
@@ -130,6 +143,7 @@ def posture_summaries(
             upgrade_required=upgrade,
             awaiting_sync=awaiting,
         )
+        summaries[workspace_id] = PostureCounts(summary=summary, on_current=on_current)
     return summaries
 
 
@@ -171,6 +185,17 @@ class WorkspacePosture:
     config_hash: str
     config_updated_at: datetime
     summary: FleetSummary
+    # Runtimes reporting the current revision's hash, out of `summary.total` expected.
+    on_current: int = 0
+
+    @property
+    def rollout_share(self) -> float | None:
+        """The share of this workspace's runtimes on its current config revision."""
+        return self.on_current / self.summary.total if self.summary.total else None
+
+    def rollout_seconds(self, now: datetime) -> int:
+        """How long the current revision has been rolling out."""
+        return max(int((now - self.config_updated_at).total_seconds()), 0)
 
     @property
     def aligned_share(self) -> float | None:
@@ -199,6 +224,8 @@ class ObserveView:
     orgs: list[tuple[str, str]]
     groups: list[OrgPostures]
     totals: FleetSummary
+    # Runtimes on their own workspace's current revision, across every matching workspace.
+    on_current: int
     matching: int
     visible: int
     page: int
@@ -211,6 +238,11 @@ class ObserveView:
     def totals_aligned_share(self) -> float | None:
         """The share aligned across every matching workspace."""
         return aligned_share(self.totals)
+
+    @property
+    def totals_rollout_share(self) -> float | None:
+        """The share of runtimes on their workspace's current revision, across every match."""
+        return self.on_current / self.totals.total if self.totals.total else None
 
 
 def overdue_overrides(workspaces: list[Workspace], *, now: datetime) -> list[str]:
@@ -269,7 +301,8 @@ def observe(
             config_revision=w.config_revision,
             config_hash=w.config_hash,
             config_updated_at=w.config_updated_at,
-            summary=summaries[w.id],
+            summary=summaries[w.id].summary,
+            on_current=summaries[w.id].on_current,
         )
         for w in chosen
     ]
@@ -288,6 +321,7 @@ def observe(
         orgs=orgs,
         groups=groups,
         totals=add_summaries([row.summary for row in rows]),
+        on_current=sum(row.on_current for row in rows),
         matching=len(rows),
         visible=len(everything),
         page=page,
