@@ -5,6 +5,7 @@ fails on the other within the cache poll interval."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -119,3 +120,60 @@ def test_two_processes_on_one_postgresql_agree(tmp_path: Path, fresh_postgres_ur
     )
     assert runtime_delay <= REVOCATION_BOUND, runtime_delay
     assert key_delay <= REVOCATION_BOUND, key_delay
+
+
+@pytest.mark.postgres
+def test_revision_numbers_never_repeat_with_two_processes_editing_at_once(
+    tmp_path: Path, fresh_postgres_url: str
+) -> None:
+    env = {
+        "FLEETPLANE_DATABASE_URL": fresh_postgres_url,
+        "FLEETPLANE_BOOTSTRAP_ADMIN_TOKEN": BOOTSTRAP_TOKEN,
+    }
+    editors, edits_each = 4, 8
+    with (
+        running(tmp_path, env, name="editor-a") as first,
+        running(tmp_path, env, name="editor-b") as second,
+    ):
+        fleet = Fleet.create(first.url, runtimes=0)
+        path = f"/api/v1/workspaces/{fleet.workspace_id}/config"
+        start = threading.Barrier(editors)
+        acknowledged: dict[int, list[tuple[int, str]]] = {}
+
+        def edit(editor: int) -> None:
+            # Editors 0 and 2 talk to one process, 1 and 3 to the other, all at the same time.
+            base_url = (first.url, second.url)[editor % 2]
+            numbers = []
+            with httpx.Client(base_url=base_url, headers=OPERATOR, timeout=30) as http:
+                start.wait()
+                for n in range(edits_each):
+                    answer = http.put(path, json={"editor": editor, "edit": n})
+                    assert answer.status_code == 200, answer.text
+                    revision = answer.json()["configRevision"]
+                    numbers.append((revision["number"], revision["hash"]))
+            acknowledged[editor] = numbers
+
+        threads = [threading.Thread(target=edit, args=(e,)) for e in range(editors)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert len(acknowledged) == editors, "an editor failed; see its exception above"
+
+        histories = []
+        for server in (first, second):
+            with httpx.Client(base_url=server.url, headers=OPERATOR, timeout=10) as http:
+                histories.append(all_pages(http, f"{path}/revisions"))
+    assert histories[0] == histories[1]
+    history = histories[0]
+    numbers = [item["number"] for item in history]
+    # Newest first, no number twice, none skipped: the creation's revision 1 and every edit.
+    assert numbers == list(range(editors * edits_each + 1, 0, -1))
+    by_number = {item["number"]: item["hash"] for item in history}
+    every = [entry for entries in acknowledged.values() for entry in entries]
+    assert len({number for number, _ in every}) == len(every)  # never handed out twice
+    for entries in acknowledged.values():
+        assert [n for n, _ in entries] == sorted(n for n, _ in entries)  # never backwards
+        assert len({n for n, _ in entries}) == len(entries)
+        for number, digest in entries:
+            assert by_number[number] == digest
