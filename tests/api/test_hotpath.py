@@ -27,7 +27,13 @@ def statements(database: Database) -> Iterator[list[tuple[str, int]]]:
     def record(
         _conn: Any, _cursor: Any, statement: str, parameters: Any, _ctx: Any, executemany: bool
     ) -> None:
-        seen.append((statement, len(parameters) if executemany else 1))
+        if executemany:
+            rows = len(parameters)
+        elif isinstance(parameters, tuple) and parameters and isinstance(parameters[0], list):
+            rows = len(parameters[0])  # rows sent as arrays (the PostgreSQL liveness flush)
+        else:
+            rows = 1
+        seen.append((statement, rows))
 
     event.listen(database.engine, "before_cursor_execute", record)
     try:
