@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint format clean bench bench-quick fuzz
+.PHONY: install run test lint format clean bench bench-tools bench-quick fuzz
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,10 +36,17 @@ test: install lint
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .coverage
 
-bench: install
+# The load generator is wrk from the distribution's packages (installed here when root on Debian).
+bench-tools:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }; \
+	  else echo "make bench needs wrk: sudo apt-get install wrk (or your system's package)"; exit 2; fi; }
+
+bench: install bench-tools
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
-bench-quick: install
+bench-quick: install bench-tools
 	$(BIN)/python bench/run.py --quick
 
 fuzz: install

@@ -68,6 +68,9 @@ def serve(
         _start_simulation(settings, f"http://{host}:{port}", simulate)
     # The workers share the rate limits (docs/reliability.md); several machines set it in full.
     os.environ.setdefault("FLEETPLANE_RATE_LIMIT_PROCESSES", str(workers))
+    # glibc gives every thread that allocates its own arena; with the request threadpool that
+    # multiplies resident memory for no gain. Worker processes read this when they start.
+    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
     uvicorn.run(
         "fleetplane.api.factory:app",
         factory=True,

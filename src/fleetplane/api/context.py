@@ -25,7 +25,7 @@ def system_clock() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CachedCaller:
     """A runtime-surface credential as last read from the database."""
 

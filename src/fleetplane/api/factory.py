@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 
 from fastapi import FastAPI
@@ -17,4 +18,8 @@ def app() -> FastAPI:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
         )
-    return create_app(Settings())
+    built = create_app(Settings())
+    # What exists now (modules, routes, settings) lives as long as the worker: keep it out of
+    # the collector's full passes, which then walk only what serving creates.
+    gc.freeze()
+    return built

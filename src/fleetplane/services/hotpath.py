@@ -24,7 +24,7 @@ from fleetplane.store.models import AuditEntry, epoch_ms
 log = logging.getLogger("fleetplane.liveness")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RuntimeIdentity:
     """What the hot path knows of a runtime between database reads."""
 
@@ -37,7 +37,7 @@ class RuntimeIdentity:
     apply_failed_hash: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WorkspaceAnswer:
     """What a heartbeat answer needs of the workspace's desired state."""
 
