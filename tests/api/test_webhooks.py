@@ -219,6 +219,9 @@ def test_failing_receiver_is_retried_on_schedule(
         # Answered before anything is sent: deliveries never run on the request path.
         assert ping.status_code == 202
         assert hook.received == []
+        delivery_id = ping.json()["deliveryId"]
+        assert isinstance(delivery_id, str)
+        assert delivery_id
         attempted = []
         for _ in range(8):
             outcomes = alerting.deliver()
@@ -235,6 +238,7 @@ def test_failing_receiver_is_retried_on_schedule(
         clock.now = start + timedelta(seconds=70)
         assert [o.status_code for o in alerting.deliver()] == [200]
         [entry] = deliveries(client, ws, webhook_id)
+        assert entry["id"] == delivery_id  # the ping named the delivery it queued
         assert entry["status"] == "delivered"
         assert entry["event"] == "ping"
         assert [(a["number"], a["statusCode"]) for a in entry["attemptLog"]] == [

@@ -47,6 +47,33 @@ def test_dev_override_needs_a_near_expiry_and_lapses_back(client: TestClient, cl
     assert actions[0] == "workspace.dev_override_lapsed"
 
 
+def test_enrolling_after_a_dev_override_expired_starts_from_the_previous_mode(
+    client: TestClient, clock: Clock
+) -> None:
+    ws = make_workspace(client, policy_mode="tighten-only")
+    path = f"/api/v1/workspaces/{ws.workspace_id}"
+    enrollment = client.post(f"{path}/enrollments", json={}, headers=ADMIN).json()
+    override = {"policyMode": "dev-override", "devOverrideUntil": "2026-03-01T13:00:00Z"}
+    assert client.patch(path, json=override, headers=ADMIN).status_code == 200
+    clock.advance(3600)
+    # The enrollment is the first thing to read the workspace after the expiry.
+    enrolled = client.post(
+        "/api/v1/enroll",
+        json={
+            "enrollment_token": enrollment["token"],
+            "agent_id": "late",
+            "runtime_version": "3.8.0",
+        },
+    )
+    assert enrolled.status_code == 200, enrolled.text
+    assert enrolled.json()["control_plane"]["policy_mode"] == "tighten-only"
+    actions = [
+        item["action"] for item in client.get(f"{path}/audit", headers=ADMIN).json()["items"]
+    ]
+    assert actions.count("workspace.dev_override_lapsed") == 1
+    assert client.get(path, headers=ADMIN).json()["policyMode"] == "tighten-only"
+
+
 def test_config_revisions_and_audit_are_paged_newest_first(client: TestClient) -> None:
     ws = make_workspace(client)
     path = f"/api/v1/workspaces/{ws.workspace_id}"

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from fleetplane.api import schemas
+from fleetplane.api import responses, schemas
 from fleetplane.api.context import AppContext
 from fleetplane.api.deps import SESSION_COOKIE, Context, Operator
 from fleetplane.api.schemas import OperatorBody
@@ -88,7 +88,7 @@ def user_view(user: User) -> dict[str, Any]:
     return {"id": user.id, "email": user.email, "superuser": user.is_superuser}
 
 
-@router.post("/auth/login")
+@router.post("/auth/login", response_model=responses.SignedIn)
 def login(body: LoginRequest, request: Request, context: Context) -> JSONResponse:
     """Sign in with email and password; sets the session cookie and returns the CSRF token."""
     signed = sign_in(
@@ -111,7 +111,7 @@ def logout(request: Request, context: Context, user: Operator) -> Response:
     return response
 
 
-@router.get("/me")
+@router.get("/me", response_model=responses.Me)
 def me(context: Context, user: Operator) -> dict[str, Any]:
     """Who the caller is and what it can access."""
     with context.database.read() as session:
@@ -128,7 +128,7 @@ def me(context: Context, user: Operator) -> dict[str, Any]:
     }
 
 
-@router.get("/me/tokens")
+@router.get("/me/tokens", response_model=responses.OperatorTokenList)
 def list_tokens(context: Context, user: Operator) -> dict[str, Any]:
     """The caller's operator tokens: prefix and name only."""
     with context.database.read() as session:
@@ -147,7 +147,7 @@ def list_tokens(context: Context, user: Operator) -> dict[str, Any]:
     }
 
 
-@router.post("/me/tokens", status_code=201)
+@router.post("/me/tokens", status_code=201, response_model=responses.OperatorTokenIssued)
 def create_token(body: TokenCreate, context: Context, user: Operator) -> dict[str, Any]:
     """Issue a new operator token for the caller (the plaintext is shown once)."""
     with context.database.unit_of_work() as session:
@@ -165,7 +165,7 @@ def revoke_token(token_id: str, context: Context, user: Operator) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/users", status_code=201)
+@router.post("/users", status_code=201, response_model=responses.UserRead)
 def create_user(body: UserCreate, context: Context, user: Operator) -> dict[str, Any]:
     """Create a user (superusers only)."""
     if not user.is_superuser:

@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import Field
 
-from fleetplane.api import metrics, schemas
+from fleetplane.api import metrics, responses, schemas
 from fleetplane.api.context import AppContext
 from fleetplane.api.deps import Context, Operator
 from fleetplane.api.schemas import OperatorBody
@@ -177,7 +177,10 @@ def _int_cursor(cursor: str | None) -> int | None:
     return value
 
 
-@router.get("/workspaces/{workspace_id}/runtimes/{runtime_id}/history")
+@router.get(
+    "/workspaces/{workspace_id}/runtimes/{runtime_id}/history",
+    response_model=responses.RuntimeHistory,
+)
 def runtime_history(
     workspace_id: str,
     runtime_id: str,
@@ -236,7 +239,9 @@ class ThresholdsUpdate(OperatorBody):
     upgradeRequired: bool = False  # noqa: N815
 
 
-@router.get("/workspaces/{workspace_id}/alerts/thresholds")
+@router.get(
+    "/workspaces/{workspace_id}/alerts/thresholds", response_model=responses.AlertThresholds
+)
 def get_thresholds(workspace_id: str, context: Context, user: Operator) -> dict[str, Any]:
     """The workspace's alert thresholds and which of them are crossed."""
     with context.database.read() as session:
@@ -244,7 +249,9 @@ def get_thresholds(workspace_id: str, context: Context, user: Operator) -> dict[
         return alerts.thresholds_view(alerts.get_rules(session, workspace_id=workspace_id))
 
 
-@router.put("/workspaces/{workspace_id}/alerts/thresholds")
+@router.put(
+    "/workspaces/{workspace_id}/alerts/thresholds", response_model=responses.AlertThresholds
+)
 def put_thresholds(
     workspace_id: str, body: ThresholdsUpdate, context: Context, user: Operator
 ) -> dict[str, Any]:
@@ -267,7 +274,7 @@ def put_thresholds(
         return alerts.thresholds_view(rules)
 
 
-@router.get("/workspaces/{workspace_id}/alerts")
+@router.get("/workspaces/{workspace_id}/alerts", response_model=responses.ThresholdCrossingList)
 def list_alerts(
     workspace_id: str,
     context: Context,
@@ -350,7 +357,7 @@ def delivery_view(delivery: WebhookDelivery, attempts: list[WebhookAttempt]) -> 
     }
 
 
-@router.get("/workspaces/{workspace_id}/webhooks")
+@router.get("/workspaces/{workspace_id}/webhooks", response_model=responses.WebhookList)
 def list_webhooks(workspace_id: str, context: Context, user: Operator) -> dict[str, Any]:
     """The workspace's webhooks (URLs can hold secrets: admins only)."""
     with context.database.read() as session:
@@ -361,7 +368,9 @@ def list_webhooks(workspace_id: str, context: Context, user: Operator) -> dict[s
         return {"items": [webhook_view(row) for row in rows], "nextCursor": None}
 
 
-@router.post("/workspaces/{workspace_id}/webhooks", status_code=201)
+@router.post(
+    "/workspaces/{workspace_id}/webhooks", status_code=201, response_model=responses.WebhookCreated
+)
 def create_webhook(
     workspace_id: str, body: WebhookCreate, context: Context, user: Operator
 ) -> dict[str, Any]:
@@ -383,7 +392,9 @@ def create_webhook(
         return {**webhook_view(webhook), "secret": webhook.secret}
 
 
-@router.get("/workspaces/{workspace_id}/webhooks/{webhook_id}")
+@router.get(
+    "/workspaces/{workspace_id}/webhooks/{webhook_id}", response_model=responses.WebhookRead
+)
 def get_webhook(
     workspace_id: str, webhook_id: str, context: Context, user: Operator
 ) -> dict[str, Any]:
@@ -396,7 +407,9 @@ def get_webhook(
         return webhook_view(webhook)
 
 
-@router.patch("/workspaces/{workspace_id}/webhooks/{webhook_id}")
+@router.patch(
+    "/workspaces/{workspace_id}/webhooks/{webhook_id}", response_model=responses.WebhookRead
+)
 def update_webhook(
     workspace_id: str, webhook_id: str, body: WebhookUpdate, context: Context, user: Operator
 ) -> dict[str, Any]:
@@ -438,7 +451,11 @@ def delete_webhook(
     return Response(status_code=204)
 
 
-@router.post("/workspaces/{workspace_id}/webhooks/{webhook_id}/ping", status_code=202)
+@router.post(
+    "/workspaces/{workspace_id}/webhooks/{webhook_id}/ping",
+    status_code=202,
+    response_model=responses.DeliveryQueued,
+)
 def ping_webhook(
     workspace_id: str, webhook_id: str, request: Request, context: Context, user: Operator
 ) -> dict[str, Any]:
@@ -460,7 +477,10 @@ def ping_webhook(
     return answer
 
 
-@router.get("/workspaces/{workspace_id}/webhooks/{webhook_id}/deliveries")
+@router.get(
+    "/workspaces/{workspace_id}/webhooks/{webhook_id}/deliveries",
+    response_model=responses.DeliveryList,
+)
 def list_deliveries(
     workspace_id: str,
     webhook_id: str,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from fleetplane.api import schemas
+from fleetplane.api import responses, schemas
 from fleetplane.api.deps import Context, Token, current_operator, json_with_etag
 from fleetplane.domain.errors import Invalid, NotFound
 from fleetplane.domain.tokens import TokenKind, token_kind
@@ -19,7 +19,7 @@ from fleetplane.services.runtimes import authenticate_runtime
 router = APIRouter(prefix="/api/v1", tags=["fleet"], responses=schemas.OPERATOR_ERRORS)
 
 
-@router.get("/workspaces/{workspace_id}/fleet")
+@router.get("/workspaces/{workspace_id}/fleet", response_model=responses.FleetPage)
 def fleet(
     workspace_id: str,
     request: Request,
@@ -68,7 +68,7 @@ def _split(values: list[str] | None) -> list[str] | None:
     return [part for value in values for part in value.split(",") if part]
 
 
-@router.get("/workspaces/{workspace_id}/fleet/config")
+@router.get("/workspaces/{workspace_id}/fleet/config", response_model=responses.FleetConfig)
 def fleet_config(workspace_id: str, request: Request, context: Context, token: Token) -> Response:
     """Where and what runtimes pull; for runtime credentials, workspace keys and operators."""
     kind = token_kind(token) if token else None

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from fleetplane.api import schemas
+from fleetplane.api import responses, schemas
 from fleetplane.api.deps import Context, Operator
 from fleetplane.domain.config_hash import parse_workspace_yaml
 from fleetplane.domain.errors import BadRequest, Invalid, InvalidDocument
@@ -43,7 +43,7 @@ def workspace_view(workspace: Workspace) -> dict[str, Any]:
     }
 
 
-@router.post("/orgs", status_code=201)
+@router.post("/orgs", status_code=201, response_model=responses.OrgRead)
 def create_org(body: schemas.OrgCreate, context: Context, user: Operator) -> dict[str, str]:
     """Create an org; the caller becomes its owner."""
     with context.database.unit_of_work() as session:
@@ -51,7 +51,7 @@ def create_org(body: schemas.OrgCreate, context: Context, user: Operator) -> dic
     return {"id": org.id, "name": org.name}
 
 
-@router.post("/orgs/{org_id}/workspaces", status_code=201)
+@router.post("/orgs/{org_id}/workspaces", status_code=201, response_model=responses.WorkspaceRead)
 def create_workspace(
     org_id: str, body: schemas.WorkspaceCreate, context: Context, user: Operator
 ) -> dict[str, Any]:
@@ -70,7 +70,7 @@ def create_workspace(
         return workspace_view(workspace)
 
 
-@router.get("/workspaces/{workspace_id}")
+@router.get("/workspaces/{workspace_id}", response_model=responses.WorkspaceRead)
 def get_workspace(workspace_id: str, context: Context, user: Operator) -> dict[str, Any]:
     """A workspace the caller can read."""
     workspace_service.lapse_if_due(context.database, workspace_id=workspace_id, now=context.clock())
@@ -81,7 +81,7 @@ def get_workspace(workspace_id: str, context: Context, user: Operator) -> dict[s
         return workspace_view(workspace)
 
 
-@router.patch("/workspaces/{workspace_id}")
+@router.patch("/workspaces/{workspace_id}", response_model=responses.WorkspaceRead)
 def update_workspace(
     workspace_id: str, body: schemas.WorkspaceUpdate, context: Context, user: Operator
 ) -> dict[str, Any]:
@@ -169,6 +169,7 @@ def parse_config_body(raw: bytes, content_type: str, settings: Settings) -> Any:
 
 @router.put(
     "/workspaces/{workspace_id}/config",
+    response_model=responses.ConfigChange,
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -205,7 +206,9 @@ async def put_config(
     return await run_in_threadpool(store)
 
 
-@router.get("/workspaces/{workspace_id}/config/revisions")
+@router.get(
+    "/workspaces/{workspace_id}/config/revisions", response_model=responses.ConfigRevisionList
+)
 def config_revisions(
     workspace_id: str,
     context: Context,
@@ -241,7 +244,7 @@ def config_revisions(
     }
 
 
-@router.put("/orgs/{org_id}/policies")
+@router.put("/orgs/{org_id}/policies", response_model=responses.PolicySetRead)
 def put_org_policies(
     org_id: str, body: dict[str, Any], context: Context, user: Operator
 ) -> dict[str, Any]:
@@ -254,7 +257,7 @@ def put_org_policies(
     return policy.to_dict()
 
 
-@router.put("/workspaces/{workspace_id}/policies")
+@router.put("/workspaces/{workspace_id}/policies", response_model=responses.PolicySetRead)
 def put_workspace_policies(
     workspace_id: str, body: dict[str, Any], context: Context, user: Operator
 ) -> dict[str, Any]:
@@ -269,7 +272,7 @@ def put_workspace_policies(
     return policy.to_dict()
 
 
-@router.post("/workspaces/{workspace_id}/policies/preview")
+@router.post("/workspaces/{workspace_id}/policies/preview", response_model=responses.PolicyPreview)
 def preview_policies(
     workspace_id: str, body: dict[str, Any], context: Context, user: Operator
 ) -> dict[str, Any]:
@@ -293,7 +296,9 @@ def preview_policies(
     return {"effective": effective.to_dict(), "events": events}
 
 
-@router.post("/workspaces/{workspace_id}/api-key", status_code=201)
+@router.post(
+    "/workspaces/{workspace_id}/api-key", status_code=201, response_model=responses.ApiKeyIssued
+)
 def regenerate_api_key(workspace_id: str, context: Context, user: Operator) -> dict[str, Any]:
     """Issue a new workspace key (shown once) and revoke the old one at once."""
     with context.database.unit_of_work() as session:
@@ -326,7 +331,11 @@ def regenerate_api_key(workspace_id: str, context: Context, user: Operator) -> d
         }
 
 
-@router.post("/workspaces/{workspace_id}/enrollments", status_code=201)
+@router.post(
+    "/workspaces/{workspace_id}/enrollments",
+    status_code=201,
+    response_model=responses.EnrollmentIssued,
+)
 def create_enrollment(
     workspace_id: str,
     context: Context,
@@ -356,7 +365,7 @@ def create_enrollment(
         }
 
 
-@router.get("/workspaces/{workspace_id}/enrollments")
+@router.get("/workspaces/{workspace_id}/enrollments", response_model=responses.EnrollmentList)
 def list_enrollments(workspace_id: str, context: Context, user: Operator) -> dict[str, Any]:
     """Enrollment tokens of the workspace, without their secrets."""
     with context.database.read() as session:
@@ -401,7 +410,11 @@ def revoke_enrollment(
     return Response(status_code=204)
 
 
-@router.post("/workspaces/{workspace_id}/runtimes", status_code=201)
+@router.post(
+    "/workspaces/{workspace_id}/runtimes",
+    status_code=201,
+    response_model=responses.RuntimeRegistered,
+)
 def preregister_runtime(
     workspace_id: str, body: schemas.RuntimeCreate, context: Context, user: Operator
 ) -> dict[str, Any]:
@@ -448,7 +461,7 @@ def revoke_runtime(
     return Response(status_code=204)
 
 
-@router.get("/workspaces/{workspace_id}/audit")
+@router.get("/workspaces/{workspace_id}/audit", response_model=responses.AuditLog)
 def workspace_audit(
     workspace_id: str,
     context: Context,

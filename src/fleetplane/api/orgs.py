@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import Field
 
-from fleetplane.api import schemas
+from fleetplane.api import responses, schemas
 from fleetplane.api.deps import Context, Operator
 from fleetplane.api.operator import iso, workspace_view
 from fleetplane.api.schemas import MAX_REVISION, OperatorBody
@@ -39,7 +39,7 @@ def _members(rows: list[tuple[User, str]]) -> dict[str, Any]:
     }
 
 
-@router.get("/orgs")
+@router.get("/orgs", response_model=responses.OrgList)
 def list_orgs(context: Context, user: Operator) -> dict[str, Any]:
     """Orgs the caller belongs to, with its role."""
     with context.database.read() as session:
@@ -50,7 +50,7 @@ def list_orgs(context: Context, user: Operator) -> dict[str, Any]:
     }
 
 
-@router.get("/orgs/{org_id}")
+@router.get("/orgs/{org_id}", response_model=responses.OrgRead)
 def get_org(org_id: str, context: Context, user: Operator) -> dict[str, Any]:
     """An org the caller belongs to."""
     with context.database.read() as session:
@@ -58,7 +58,7 @@ def get_org(org_id: str, context: Context, user: Operator) -> dict[str, Any]:
         return {"id": org.id, "name": org.name}
 
 
-@router.patch("/orgs/{org_id}")
+@router.patch("/orgs/{org_id}", response_model=responses.OrgRead)
 def rename_org(org_id: str, body: OrgUpdate, context: Context, user: Operator) -> dict[str, Any]:
     """Rename an org (owner or admin)."""
     with context.database.unit_of_work() as session:
@@ -78,7 +78,7 @@ def delete_org(org_id: str, context: Context, user: Operator) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/orgs/{org_id}/workspaces")
+@router.get("/orgs/{org_id}/workspaces", response_model=responses.WorkspaceList)
 def list_org_workspaces(org_id: str, context: Context, user: Operator) -> dict[str, Any]:
     """The org's workspaces the caller can read."""
     with context.database.read() as session:
@@ -87,7 +87,7 @@ def list_org_workspaces(org_id: str, context: Context, user: Operator) -> dict[s
     return {"items": [workspace_view(w) for w in rows], "nextCursor": None}
 
 
-@router.get("/workspaces")
+@router.get("/workspaces", response_model=responses.WorkspaceList)
 def list_workspaces(context: Context, user: Operator) -> dict[str, Any]:
     """Every workspace the caller can read."""
     with context.database.read() as session:
@@ -108,7 +108,7 @@ def delete_workspace(workspace_id: str, context: Context, user: Operator) -> Res
     return Response(status_code=204)
 
 
-@router.get("/orgs/{org_id}/members")
+@router.get("/orgs/{org_id}/members", response_model=responses.OrgMemberList)
 def list_org_members(org_id: str, context: Context, user: Operator) -> dict[str, Any]:
     """The org's members."""
     with context.database.read() as session:
@@ -116,7 +116,7 @@ def list_org_members(org_id: str, context: Context, user: Operator) -> dict[str,
         return _members(members.list_org_members(session, org=org))
 
 
-@router.post("/orgs/{org_id}/members", status_code=201)
+@router.post("/orgs/{org_id}/members", status_code=201, response_model=responses.OrgMemberRole)
 def add_org_member(
     org_id: str, body: MemberAdd, context: Context, user: Operator
 ) -> dict[str, Any]:
@@ -136,7 +136,7 @@ def add_org_member(
         return {"userId": member.user_id, "role": member.role}
 
 
-@router.patch("/orgs/{org_id}/members/{user_id}")
+@router.patch("/orgs/{org_id}/members/{user_id}", response_model=responses.OrgMemberRole)
 def update_org_member(
     org_id: str, user_id: str, body: MemberUpdate, context: Context, user: Operator
 ) -> dict[str, Any]:
@@ -165,7 +165,7 @@ def remove_org_member(org_id: str, user_id: str, context: Context, user: Operato
     return Response(status_code=204)
 
 
-@router.get("/workspaces/{workspace_id}/members")
+@router.get("/workspaces/{workspace_id}/members", response_model=responses.WorkspaceMemberList)
 def list_workspace_members(workspace_id: str, context: Context, user: Operator) -> dict[str, Any]:
     """The workspace's members."""
     with context.database.read() as session:
@@ -175,7 +175,11 @@ def list_workspace_members(workspace_id: str, context: Context, user: Operator) 
         return _members(members.list_workspace_members(session, workspace=workspace))
 
 
-@router.post("/workspaces/{workspace_id}/members", status_code=201)
+@router.post(
+    "/workspaces/{workspace_id}/members",
+    status_code=201,
+    response_model=responses.WorkspaceMemberRole,
+)
 def add_workspace_member(
     workspace_id: str, body: MemberAdd, context: Context, user: Operator
 ) -> dict[str, Any]:
@@ -195,7 +199,9 @@ def add_workspace_member(
         return {"userId": member.user_id, "role": member.role}
 
 
-@router.patch("/workspaces/{workspace_id}/members/{user_id}")
+@router.patch(
+    "/workspaces/{workspace_id}/members/{user_id}", response_model=responses.WorkspaceMemberRole
+)
 def update_workspace_member(
     workspace_id: str, user_id: str, body: MemberUpdate, context: Context, user: Operator
 ) -> dict[str, Any]:
@@ -235,7 +241,10 @@ def remove_workspace_member(
     return Response(status_code=204)
 
 
-@router.get("/workspaces/{workspace_id}/config/revisions/{number}")
+@router.get(
+    "/workspaces/{workspace_id}/config/revisions/{number}",
+    response_model=responses.ConfigRevisionDocument,
+)
 def get_revision(
     workspace_id: str,
     number: Annotated[int, Path(ge=1, le=MAX_REVISION)],
@@ -257,7 +266,7 @@ def get_revision(
         }
 
 
-@router.get("/orgs/{org_id}/policies")
+@router.get("/orgs/{org_id}/policies", response_model=responses.PolicySetRead)
 def get_org_policies(org_id: str, context: Context, user: Operator) -> dict[str, Any]:
     """The org-scoped policy set."""
     with context.database.read() as session:
@@ -265,7 +274,7 @@ def get_org_policies(org_id: str, context: Context, user: Operator) -> dict[str,
         return workspace_service.org_policy(org).to_dict()
 
 
-@router.get("/workspaces/{workspace_id}/policies")
+@router.get("/workspaces/{workspace_id}/policies", response_model=responses.PolicySetRead)
 def get_workspace_policies(workspace_id: str, context: Context, user: Operator) -> dict[str, Any]:
     """The workspace-scoped policy set (see `fleet/config` for the effective one)."""
     with context.database.read() as session:
@@ -279,7 +288,7 @@ class Rollback(OperatorBody):
     number: int = Field(ge=1, le=MAX_REVISION)
 
 
-@router.post("/workspaces/{workspace_id}/config/rollback")
+@router.post("/workspaces/{workspace_id}/config/rollback", response_model=responses.ConfigChange)
 def rollback_config(
     workspace_id: str, body: Rollback, context: Context, user: Operator
 ) -> dict[str, Any]:
@@ -298,7 +307,7 @@ def rollback_config(
         return {"configRevision": {"number": revision.number, "hash": revision.hash}}
 
 
-@router.get("/workspaces/{workspace_id}/config/diff")
+@router.get("/workspaces/{workspace_id}/config/diff", response_model=responses.ConfigDiff)
 def diff_config(
     workspace_id: str,
     context: Context,

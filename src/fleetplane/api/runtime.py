@@ -17,7 +17,7 @@ from fleetplane.services.hotpath import RuntimeIdentity, WorkspaceAnswer
 from fleetplane.services.runtimes import RuntimeCaller, authenticate_runtime, check_workspace
 from fleetplane.services.workspaces import DesiredState
 
-from . import schemas
+from . import responses, schemas
 
 DRIFT_EVENTS = (runtime_service.WORKSPACE_UPDATED, runtime_service.CONFIG_APPLY_FAILED)
 
@@ -94,7 +94,7 @@ def remember(
     )
 
 
-@router.post("/heartbeat")
+@router.post("/heartbeat", response_model=responses.HeartbeatAck)
 def heartbeat(body: schemas.HeartbeatRequest, context: Context, token: Token) -> dict[str, Any]:
     """Record a heartbeat; the answer carries the desired config hash and the policy mode."""
     generation = context.hot.generation
@@ -141,7 +141,7 @@ def heartbeat(body: schemas.HeartbeatRequest, context: Context, token: Token) ->
     }
 
 
-@router.post("/config")
+@router.post("/config", response_model=responses.RuntimeConfig)
 def pull_config(
     request: Request, body: schemas.WorkspaceScopedRequest, context: Context, token: Token
 ) -> Response:
@@ -153,7 +153,7 @@ def pull_config(
     return json_with_etag(request, payload, honour_if_none_match=False)
 
 
-@router.get("/config")
+@router.get("/config", response_model=responses.RuntimeConfig)
 def get_config(
     request: Request, context: Context, token: Token, workspace_id: str | None = None
 ) -> Response:
@@ -172,7 +172,7 @@ def get_config(
     return response
 
 
-@router.post("/policies")
+@router.post("/policies", response_model=responses.PolicySetRead)
 def pull_policies(
     request: Request, body: schemas.WorkspaceScopedRequest, context: Context, token: Token
 ) -> Response:
@@ -184,7 +184,7 @@ def pull_policies(
     return json_with_etag(request, payload, honour_if_none_match=False)
 
 
-@router.get("/policies")
+@router.get("/policies", response_model=responses.PolicySetRead)
 def get_policies(
     request: Request, context: Context, token: Token, workspace_id: str | None = None
 ) -> Response:
@@ -203,7 +203,7 @@ def get_policies(
     return response
 
 
-@router.post("/events")
+@router.post("/events", response_model=responses.Accepted)
 def events(body: schemas.EventsRequest, context: Context, token: Token) -> dict[str, int]:
     """Store kernel events; `workspace_updated` and `config_apply_failed` update drift."""
     with context.database.unit_of_work() as session:
@@ -222,7 +222,7 @@ def events(body: schemas.EventsRequest, context: Context, token: Token) -> dict[
     return {"accepted": accepted}
 
 
-@router.post("/telemetry")
+@router.post("/telemetry", response_model=responses.Accepted)
 def telemetry(body: schemas.TelemetryRequest, context: Context, token: Token) -> dict[str, int]:
     """Store telemetry records."""
     with context.database.unit_of_work() as session:
@@ -237,7 +237,7 @@ def telemetry(body: schemas.TelemetryRequest, context: Context, token: Token) ->
     return {"accepted": accepted}
 
 
-@router.post("/evidence")
+@router.post("/evidence", response_model=responses.Accepted)
 def evidence(body: schemas.EvidenceRequest, context: Context, token: Token) -> dict[str, int]:
     """Store evidence references."""
     with context.database.unit_of_work() as session:
@@ -286,7 +286,7 @@ def _register_session(
     return {"ok": True}
 
 
-@router.post("/sessions/register")
+@router.post("/sessions/register", response_model=responses.Acknowledged)
 def register_session(
     body: schemas.SessionRegisterRequest, context: Context, token: Token
 ) -> dict[str, bool]:
@@ -294,7 +294,7 @@ def register_session(
     return _register_session(body, context, token)
 
 
-@router.post("/sessions")
+@router.post("/sessions", response_model=responses.Acknowledged)
 def register_session_alias(
     body: schemas.SessionRegisterRequest, context: Context, token: Token
 ) -> dict[str, bool]:
@@ -302,7 +302,7 @@ def register_session_alias(
     return _register_session(body, context, token)
 
 
-@router.post("/sessions/deregister")
+@router.post("/sessions/deregister", response_model=responses.Acknowledged)
 def deregister_session(
     body: schemas.SessionDeregisterRequest, context: Context, token: Token
 ) -> dict[str, bool]:
@@ -320,7 +320,7 @@ def deregister_session(
     return {"ok": True}
 
 
-@router.post("/authenticate")
+@router.post("/authenticate", response_model=responses.RuntimeToken)
 def authenticate(
     body: schemas.AuthenticateRequest, context: Context, token: Token
 ) -> dict[str, str]:
@@ -343,9 +343,10 @@ def authenticate(
     }
 
 
-@router.post("/enroll")
+@router.post("/enroll", response_model=responses.Enrolled)
 def enroll(body: schemas.EnrollRequest, context: Context) -> dict[str, Any]:
     """Exchange an enrollment token for this runtime's own credential (fleetplane extension)."""
+    now = context.clock()
     with context.database.unit_of_work() as session:
         workspace, runtime, credential = runtime_service.enroll(
             session,
@@ -356,8 +357,12 @@ def enroll(body: schemas.EnrollRequest, context: Context) -> dict[str, Any]:
                 host_id=body.host_id,
                 labels=body.labels,
             ),
-            now=context.clock(),
+            now=now,
         )
+        # The mode the runtime starts from is the current one: an expired dev-override returns
+        # to its previous mode first, as on every other read (SPEC 3.7).
+        workspace_service.lapse_dev_override(session, workspace_id=workspace.id, now=now)
+        policy_mode = workspace.policy_mode
     return {
         "runtime_id": runtime.id,
         "credential": credential,
@@ -368,6 +373,6 @@ def enroll(body: schemas.EnrollRequest, context: Context) -> dict[str, Any]:
             org_id=workspace.org_id,
             workspace_id=workspace.id,
             sync_interval=context.settings.heartbeat_interval_seconds,
-            policy_mode=workspace.policy_mode,
+            policy_mode=policy_mode,
         ),
     }

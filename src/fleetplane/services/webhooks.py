@@ -232,6 +232,7 @@ def ping_webhook(
         force=True,
     )
     _audit(session, workspace, webhook, "webhook.ping", actor, now)
+    session.flush()  # the delivery's id, which the answer names
     return delivery
 
 
