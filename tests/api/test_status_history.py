@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from fleetplane.api.alerts import Alerting
+from fleetplane.services import history as history_service
 from fleetplane.settings import Settings
 from fleetplane.store.db import Database
 from fleetplane.store.models import RuntimeTransition
@@ -196,3 +200,43 @@ def test_two_processes_record_each_transition_exactly_once(
             assert sorted(_race([first, second], force=False)) == [False, True]
         finally:
             other_database.dispose()
+
+
+def test_a_fleet_wide_change_is_recorded_a_chunk_at_a_time(
+    settings: Settings, database: Database, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chunks: list[int] = []
+    original = history_service.changed_states
+
+    def spy(*args: Any, **kwargs: Any) -> list[history_service.Observed]:
+        found = original(*args, **kwargs)
+        chunks.append(len(found))
+        return found
+
+    monkeypatch.setattr(history_service, "changed_states", spy)
+    with alert_app(settings, database, clock) as (client, alerting):
+        alerting.policy = replace(alerting.policy, chunk=2, pause_seconds=0)
+        ws = make_workspace(client)
+        runtimes = []
+        for n in range(5):
+            runtime_id, token = add_runtime(client, ws, f"r{n}")
+            aligned_beat(client, token, ws)
+            runtimes.append(runtime_id)
+        assert alerting.sweep().ran
+        assert chunks == [2, 2, 1]  # five first-seen runtimes, two per transaction
+        chunks.clear()
+        clock.advance(301)  # every runtime goes stale at once
+        alerting.sweep(force=True)
+        assert chunks == [2, 2, 1]
+        chunks.clear()
+        alerting.sweep(force=True)
+        assert chunks == [0]  # nothing changed since
+    counts = _transition_counts(database)
+    assert set(counts.values()) == {1}, counts
+    for runtime_id in runtimes:
+        mine = {(k, f, t) for (r, k, f, t) in counts if r == runtime_id}
+        assert mine == {
+            ("health", None, "connected"),
+            ("health", "connected", "stale"),
+            ("drift", None, "aligned"),
+        }

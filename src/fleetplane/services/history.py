@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import func, insert, or_, select, true, update
 from sqlalchemy.orm import Session, aliased
 
 from fleetplane.domain.errors import Invalid, NotFound
@@ -100,9 +100,18 @@ class Observed:
 
 
 def changed_states(
-    session: Session, *, workspace: Workspace, rules: FleetRules, now: datetime
+    session: Session,
+    *,
+    workspace: Workspace,
+    rules: FleetRules,
+    now: datetime,
+    after: str | None = None,
+    limit: int | None = None,
 ) -> list[Observed]:
-    """Visible runtimes of the workspace whose health or drift differs from the stored state."""
+    """Visible runtimes of the workspace whose health or drift differs from the stored state.
+
+    In runtime id order; `after` and `limit` read them a chunk at a time.
+    """
     context = lifecycle.rule_context(rules, now=now, desired_config_hash=workspace.config_hash)
     current = (
         select(
@@ -115,6 +124,7 @@ def changed_states(
             drift_reason_expression(context).label("drift_reason"),
         )
         .where(Runtime.workspace_id == workspace.id, lifecycle.visible_clause())
+        .where(Runtime.id > after if after is not None else true())
         .subquery()
     )
     rows = session.execute(
@@ -136,6 +146,7 @@ def changed_states(
             )
         )
         .order_by(current.c.runtime_id)
+        .limit(limit)
     ).all()
     return [
         Observed(

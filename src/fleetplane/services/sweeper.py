@@ -43,6 +43,9 @@ class SweepPolicy:
     rules: FleetRules
     retention: Retention
     interval: timedelta
+    # Changed runtimes recorded per transaction, and the pause between two such transactions.
+    chunk: int = 500
+    pause_seconds: float = 0.02
 
 
 @dataclass
@@ -110,16 +113,20 @@ def claim(database: Database, *, now: datetime, interval: timedelta, force: bool
         return True
 
 
-def sweep_workspace(
-    session: Session, *, workspace: Workspace, policy: SweepPolicy, now: datetime
-) -> WorkspaceSweep:
-    """Sweep one workspace inside the caller's (locked) transaction."""
-    done = WorkspaceSweep()
-    hooks = list(
+def _hooks(session: Session, workspace: Workspace) -> list[Webhook]:
+    return list(
         session.scalars(
             select(Webhook).where(Webhook.workspace_id == workspace.id, Webhook.active.is_(True))
         )
     )
+
+
+def sweep_lifecycle(
+    session: Session, *, workspace: Workspace, policy: SweepPolicy, now: datetime
+) -> WorkspaceSweep:
+    """Restore returned runtimes, archive dormant ones and purge expired archives."""
+    done = WorkspaceSweep()
+    hooks = _hooks(session, workspace)
     retention = policy.retention
     restored = lifecycle.restore_returned(session, workspace=workspace, now=now)
     archived = lifecycle.archive_dormant(
@@ -142,17 +149,47 @@ def sweep_workspace(
     done.purged = len(
         lifecycle.purge_archived(session, workspace=workspace, retention=retention, now=now)
     )
-    observed = history.changed_states(session, workspace=workspace, rules=policy.rules, now=now)
-    done.transitions += len(
-        history.record_changes(
-            session,
-            workspace=workspace,
-            observed=observed,
-            thresholds=policy.rules.thresholds,
-            hooks=hooks,
-            now=now,
-        )
+    return done
+
+
+def sweep_states(
+    session: Session,
+    *,
+    workspace: Workspace,
+    policy: SweepPolicy,
+    now: datetime,
+    after: str | None,
+) -> tuple[int, str | None]:
+    """Record the transitions of the next chunk of changed runtimes (after runtime id `after`).
+
+    Returns the transitions recorded and the last runtime id of the chunk, or None when the
+    workspace has no more changed runtimes.
+    """
+    observed = history.changed_states(
+        session,
+        workspace=workspace,
+        rules=policy.rules,
+        now=now,
+        after=after,
+        limit=policy.chunk,
     )
+    recorded = history.record_changes(
+        session,
+        workspace=workspace,
+        observed=observed,
+        thresholds=policy.rules.thresholds,
+        hooks=_hooks(session, workspace) if observed else [],
+        now=now,
+    )
+    last = observed[-1].runtime_id if len(observed) == policy.chunk else None
+    return len(recorded), last
+
+
+def sweep_thresholds(
+    session: Session, *, workspace: Workspace, policy: SweepPolicy, now: datetime
+) -> WorkspaceSweep:
+    """Evaluate the workspace's alert thresholds and apply retention."""
+    done = WorkspaceSweep()
     rules = alerts.get_rules(session, workspace_id=workspace.id)
     if rules is not None:
         summary = lifecycle.workspace_summary(
@@ -160,12 +197,59 @@ def sweep_workspace(
         )
         done.crossings = len(
             alerts.record_crossings(
-                session, workspace=workspace, rules=rules, summary=summary, hooks=hooks, now=now
+                session,
+                workspace=workspace,
+                rules=rules,
+                summary=summary,
+                hooks=_hooks(session, workspace),
+                now=now,
             )
         )
     done.pruned = lifecycle.prune_expired(
-        session, workspace_id=workspace.id, retention=retention, now=now
+        session, workspace_id=workspace.id, retention=policy.retention, now=now
     )
+    return done
+
+
+def _locked_workspace(session: Session, workspace_id: str) -> Workspace | bool | None:
+    """The workspace under its sweep lock; False if another sweep holds it, None if deleted."""
+    if not _try_lock(session, workspace_id):
+        return False
+    return session.get(Workspace, workspace_id)
+
+
+def sweep_workspace_in_steps(
+    database: Database, *, workspace_id: str, policy: SweepPolicy, now: datetime
+) -> WorkspaceSweep | None:
+    """Sweep one workspace in short transactions; None if another sweep holds it.
+
+    The status states go a chunk of runtimes per transaction with a pause in between, so a
+    fleet-wide change (the first sweep of a large fleet, a network coming back) never holds
+    the write lock, or this process's interpreter, for long while heartbeats are answered.
+    """
+    with database.unit_of_work() as session:
+        workspace = _locked_workspace(session, workspace_id)
+        if not isinstance(workspace, Workspace):
+            return None
+        done = sweep_lifecycle(session, workspace=workspace, policy=policy, now=now)
+    after: str | None = None
+    while True:
+        with database.unit_of_work() as session:
+            workspace = _locked_workspace(session, workspace_id)
+            if not isinstance(workspace, Workspace):
+                return done  # deleted, or another sweep took over: it records the rest
+            recorded, after = sweep_states(
+                session, workspace=workspace, policy=policy, now=now, after=after
+            )
+            done.transitions += recorded
+        if after is None:
+            break
+        time.sleep(policy.pause_seconds)
+    with database.unit_of_work() as session:
+        workspace = _locked_workspace(session, workspace_id)
+        if isinstance(workspace, Workspace):
+            thresholds = sweep_thresholds(session, workspace=workspace, policy=policy, now=now)
+            done.crossings, done.pruned = thresholds.crossings, thresholds.pruned
     return done
 
 
@@ -180,14 +264,11 @@ def sweep_once(
     with database.read() as session:
         workspace_ids = list(session.scalars(select(Workspace.id).order_by(Workspace.id)))
     for workspace_id in workspace_ids:
-        with database.unit_of_work() as session:
-            if not _try_lock(session, workspace_id):
-                report.skipped_workspaces += 1  # another sweep is on it right now
-                continue
-            workspace = session.get(Workspace, workspace_id)
-            if workspace is None:
-                continue  # deleted since the list was read
-            report.add(sweep_workspace(session, workspace=workspace, policy=policy, now=now))
+        done = sweep_workspace_in_steps(database, workspace_id=workspace_id, policy=policy, now=now)
+        if done is None:
+            report.skipped_workspaces += 1  # another sweep is on it right now
+        else:
+            report.add(done)
     report.duration_seconds = time.monotonic() - started
     with database.unit_of_work() as session:
         run = session.get(SweepRun, SWEEP_NAME)
