@@ -1,5 +1,7 @@
 -- wrk script: heartbeats from many distinct runtimes through the workspace key.
 -- Each thread walks its own slice of the agent ids so every runtime is visited.
+-- With BENCH_DELAY_MS set, each connection waits that long after every answer (a paced,
+-- sustained load rather than as fast as the server answers).
 local counter = 0
 local thread_index = 0
 local threads = 1
@@ -29,3 +31,10 @@ function request()
   return wrk.format(nil, "/api/v1/heartbeat", nil, body)
 end
 
+
+local pause = tonumber(os.getenv("BENCH_DELAY_MS") or "")
+if pause then
+  function delay()
+    return pause
+  end
+end
