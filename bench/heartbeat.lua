@@ -2,8 +2,9 @@
 -- Each thread walks its own slice of the agent ids so every runtime is visited.
 -- With BENCH_DELAY_MS set, each connection waits that long after every answer (a paced,
 -- sustained load rather than as fast as the server answers).
+-- thread_index is a global set by setup() in each thread's own Lua state: a local of the same
+-- name here would hide it, and every thread would send the same half of the agent ids.
 local counter = 0
-local thread_index = 0
 local threads = 1
 
 local created = 0

@@ -10,9 +10,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
 
+from fleetplane.api import context as context_module
 from fleetplane.api.app import create_app
+from fleetplane.domain.tokens import token_hash
+from fleetplane.domain.versions import version_sort_key
 from fleetplane.settings import Settings
 from fleetplane.store.db import Database
 from fleetplane.store.models import Runtime
@@ -230,3 +233,83 @@ def test_changes_leave_the_fast_path(
             headers=auth(ws.api_key),
         )
         assert bad.status_code == 422
+
+
+def test_entries_in_use_are_refreshed_ahead_in_batches(
+    slow_flush: Settings, database: Database, clock: Clock
+) -> None:
+    # Entries live 2 s here (no spread) and are due for a refresh after 1 s.
+    short = slow_flush.model_copy(update={"cache_max_age_seconds": 2})
+    with _app(short, database, clock) as client:
+        hot = client.app.state.context.hot  # type: ignore[attr-defined]
+        hot.identities.spread = hot.callers.spread = 0
+        ws = make_workspace(client)
+        issued = client.post(
+            f"/api/v1/workspaces/{ws.workspace_id}/runtimes",
+            json={"agentId": "cred"},
+            headers=ADMIN,
+        ).json()
+        # An operator change clears every cache of this process: warm after it.
+        agents = [f"a{i}" for i in range(12)]
+        _warm(client, ws.api_key, agents)
+        beat = {"session_id": "cred"}
+        token = issued["credential"]
+        assert client.post("/api/v1/heartbeat", json=beat, headers=auth(token)).status_code == 200
+        keys = [(ws.workspace_id, "agent", agent) for agent in agents]
+        # Another process records a version for every runtime; this one's entries are stale.
+        with database.unit_of_work() as session:
+            session.execute(
+                update(Runtime)
+                .where(Runtime.workspace_id == ws.workspace_id)
+                .values(version="3.9.0", version_key=version_sort_key("3.9.0"))
+            )
+        time.sleep(1.2)
+        for key in keys:  # in use past half their life: due for a refresh
+            assert hot.identities.get(key) is not None
+        hot.callers.get(token_hash(ws.api_key))
+        hot.callers.get(token_hash(token))
+        with statements(database) as seen:
+            hot.refresh()
+        selects = [sql for sql, _ in seen if sql.lstrip().upper().startswith("SELECT")]
+        # One batched read of the runtimes, two of the credentials (keys, runtime credentials).
+        assert len(selects) == 3, selects
+        for key in keys:
+            refreshed = hot.identities.get(key)
+            assert refreshed is not None
+            assert refreshed.version == "3.9.0"
+
+        # A refresh that finds the credential gone forgets it: the next use reads again (401).
+        time.sleep(1.2)
+        assert hot.callers.get(token_hash(token)) is not None
+        with database.unit_of_work() as session:
+            session.execute(
+                update(Runtime)
+                .where(Runtime.id == issued["runtimeId"])
+                .values(credential_hash=None)
+            )
+        hot.refresh()
+        assert hot.callers.get(token_hash(token)) is None
+
+
+def test_a_refresh_overtaken_by_an_invalidation_keeps_nothing(
+    slow_flush: Settings, database: Database, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    short = slow_flush.model_copy(update={"cache_max_age_seconds": 2})
+    with _app(short, database, clock) as client:
+        hot = client.app.state.context.hot  # type: ignore[attr-defined]
+        hot.identities.spread = 0
+        ws = make_workspace(client)
+        _warm(client, ws.api_key, ["a"])
+        key = (ws.workspace_id, "agent", "a")
+        time.sleep(1.2)
+        assert hot.identities.get(key) is not None
+        real = context_module.load_identities
+
+        def racing(*args: Any, **kwargs: Any) -> Any:
+            found = real(*args, **kwargs)
+            hot.invalidate()  # a change committed while the batch was read
+            return found
+
+        monkeypatch.setattr(context_module, "load_identities", racing)
+        hot.refresh()
+        assert hot.identities.get(key) is None

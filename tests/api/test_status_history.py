@@ -215,7 +215,7 @@ def test_a_fleet_wide_change_is_recorded_a_chunk_at_a_time(
 
     monkeypatch.setattr(history_service, "changed_states", spy)
     with alert_app(settings, database, clock) as (client, alerting):
-        alerting.policy = replace(alerting.policy, chunk=2, pause_seconds=0)
+        alerting.policy = replace(alerting.policy, chunk=2, pause_seconds=0, rest_ratio=0)
         ws = make_workspace(client)
         runtimes = []
         for n in range(5):

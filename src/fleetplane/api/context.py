@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
 
 from fleetplane.domain.fleet import HealthThresholds
 from fleetplane.services.fleet import FleetRules
@@ -15,9 +18,12 @@ from fleetplane.services.hotpath import (
     RuntimeIdentity,
     TtlCache,
     WorkspaceAnswer,
+    identity_from_row,
+    identity_query,
 )
 from fleetplane.settings import Settings
 from fleetplane.store.db import Database
+from fleetplane.store.models import Runtime, Workspace, WorkspaceKey
 
 
 def system_clock() -> datetime:
@@ -34,6 +40,65 @@ class CachedCaller:
     runtime_id: str | None
 
 
+# Entries re-read per refresh round (every CACHE_POLL_SECONDS), and per query.
+REFRESH_PER_ROUND = 5000
+REFRESH_BATCH = 500
+
+
+def _chunks(values: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def load_identities(
+    database: Database, keys: list[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], RuntimeIdentity]:
+    """The runtimes named by identity-cache keys (by id or by agent id), in batched reads."""
+    wanted: dict[tuple[str, str], list[str]] = {}
+    for workspace_id, kind, value in keys:
+        if kind in ("id", "agent"):
+            wanted.setdefault((workspace_id, kind), []).append(value)
+    found: dict[tuple[str, str, str], RuntimeIdentity] = {}
+    if not wanted:
+        return found
+    with database.engine.connect() as connection:
+        for (workspace_id, kind), values in wanted.items():
+            column = Runtime.id if kind == "id" else Runtime.agent_id
+            for chunk in _chunks(values, REFRESH_BATCH):
+                query = identity_query().where(
+                    Runtime.workspace_id == workspace_id, column.in_(chunk)
+                )
+                for row in connection.execute(query):
+                    value = row.id if kind == "id" else row.agent_id
+                    found[(workspace_id, kind, value)] = identity_from_row(row)
+    return found
+
+
+def load_callers(database: Database, digests: list[str]) -> dict[str, CachedCaller]:
+    """The workspace keys and runtime credentials with these token hashes, as the hot path
+    authenticates them (`services.runtimes.authenticate_runtime`): unrevoked keys, existing
+    runtimes."""
+    found: dict[str, CachedCaller] = {}
+    if not digests:
+        return found
+    with database.engine.connect() as connection:
+        for chunk in _chunks(digests, REFRESH_BATCH):
+            keys = select(WorkspaceKey.key_hash, Workspace.id, Workspace.org_id).join(
+                Workspace, Workspace.id == WorkspaceKey.workspace_id
+            )
+            keys = keys.where(WorkspaceKey.key_hash.in_(chunk), WorkspaceKey.revoked_at.is_(None))
+            for digest, workspace_id, org_id in connection.execute(keys):
+                found[digest] = CachedCaller(workspace_id, org_id, None)
+            runtimes = select(
+                Runtime.credential_hash, Runtime.workspace_id, Workspace.org_id, Runtime.id
+            ).join(Workspace, Workspace.id == Runtime.workspace_id)
+            runtimes = runtimes.where(Runtime.credential_hash.in_(chunk))
+            for credential_hash, workspace_id, org_id, runtime_id in connection.execute(runtimes):
+                if credential_hash is not None:
+                    found[credential_hash] = CachedCaller(workspace_id, org_id, runtime_id)
+    return found
+
+
 class HotPath:
     """Per-process caches of the heartbeat and pull paths; every entry is short-lived."""
 
@@ -42,10 +107,14 @@ class HotPath:
         # liveness buffer so that a small buffer still answers 429 instead of missing the cache.
         cap = max(2 * settings.heartbeat_buffer_max, 1000)
         age = settings.cache_max_age_seconds
-        self.callers: TtlCache[str, CachedCaller] = TtlCache(ttl=age, max_entries=cap)
-        self.identities: TtlCache[tuple[str, str, str], RuntimeIdentity] = TtlCache(
-            ttl=age, max_entries=cap
+        # One entry per runtime (or credential): refreshed ahead in batches while in use.
+        self.callers: TtlCache[str, CachedCaller] = TtlCache(
+            ttl=age, max_entries=cap, refresh_ahead=True
         )
+        self.identities: TtlCache[tuple[str, str, str], RuntimeIdentity] = TtlCache(
+            ttl=age, max_entries=cap, refresh_ahead=True
+        )
+        self.database = database
         self.answers: TtlCache[str, WorkspaceAnswer] = TtlCache(ttl=age, max_entries=cap)
         self.etags: TtlCache[tuple[str, str], str] = TtlCache(ttl=age, max_entries=cap)
         self.liveness = LivenessBuffer(database, max_pending=settings.heartbeat_buffer_max)
@@ -54,6 +123,37 @@ class HotPath:
         # Bumped on every invalidation; a reader that started under an older generation may
         # have read data older than the change, so it must not cache what it read.
         self.generation = 0
+
+    def refresh(self) -> None:
+        """Re-read the credentials and runtimes in use whose entries are past half their life.
+
+        Batched (one query per REFRESH_BATCH entries), so a large fleet's entries are renewed
+        a few queries a second instead of each expiring into a database read on the request
+        path. What was read is dropped if an invalidation came in meanwhile.
+        """
+        generation = self.generation
+        identity_keys = self.identities.take_due(REFRESH_PER_ROUND)
+        caller_keys = self.callers.take_due(REFRESH_PER_ROUND)
+        if not identity_keys and not caller_keys:
+            return
+        identities = load_identities(self.database, identity_keys)
+        callers = load_callers(self.database, caller_keys)
+        if self.generation != generation:
+            return
+        for key in identity_keys:
+            if key[1] == "session":
+                continue  # not refreshed: it expires and the full route reads it
+            identity = identities.get(key)
+            if identity is None:
+                self.identities.pop(key)
+            else:
+                self.identities.put(key, identity)
+        for digest in caller_keys:
+            caller = callers.get(digest)
+            if caller is None:
+                self.callers.pop(digest)
+            else:
+                self.callers.put(digest, caller)
 
     def invalidate(self) -> None:
         """Forget every cached credential and answer: a change in this process shows at once."""

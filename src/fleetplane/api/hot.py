@@ -14,14 +14,18 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fleetplane.api.context import AppContext, CachedCaller
 from fleetplane.api.errors import error_body
 from fleetplane.domain.tokens import token_hash
-from fleetplane.services.hotpath import RuntimeIdentity, WorkspaceAnswer
+from fleetplane.services.hotpath import (
+    RuntimeIdentity,
+    WorkspaceAnswer,
+    identity_from_row,
+    identity_query,
+)
 from fleetplane.store.models import Runtime
 
 HEARTBEAT = "/api/v1/heartbeat"
@@ -282,31 +286,17 @@ class HotPathMiddleware:
         by_credential = caller.runtime_id is not None
         if not by_credential and not agent_id:
             return None  # a lookup through sessions is rare; the full route does it
-        query = select(
-            Runtime.id,
-            Runtime.version,
-            Runtime.observed_config_hash,
-            Runtime.last_heartbeat_at,
-            Runtime.last_session_id,
-            Runtime.apply_failed_hash,
-        ).where(Runtime.workspace_id == caller.workspace_id)
+        query = identity_query().where(Runtime.workspace_id == caller.workspace_id)
         if by_credential:
             query = query.where(Runtime.id == caller.runtime_id)
         else:
             query = query.where(Runtime.agent_id == agent_id)
-        with self.context.database.read() as session:
-            row = session.execute(query).one_or_none()
+        # A Core connection, not an ORM session: a miss pays this once per runtime.
+        with self.context.database.engine.connect() as connection:
+            row = connection.execute(query).one_or_none()
         if row is None:
             return None
-        identity = RuntimeIdentity(
-            runtime_id=row.id,
-            workspace_id=caller.workspace_id,
-            version=row.version,
-            observed_config_hash=row.observed_config_hash,
-            has_heartbeat=row.last_heartbeat_at is not None,
-            last_session_id=row.last_session_id,
-            apply_failed_hash=row.apply_failed_hash,
-        )
+        identity = identity_from_row(row)
         remember_runtime(
             self.context,
             identity,

@@ -9,17 +9,18 @@ credential lifetime, and at once in the process that revoked it).
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 
 from fleetplane.store.db import Database
-from fleetplane.store.models import AuditEntry, epoch_ms
+from fleetplane.store.models import AuditEntry, Runtime, epoch_ms
 
 log = logging.getLogger("fleetplane.liveness")
 
@@ -35,6 +36,35 @@ class RuntimeIdentity:
     has_heartbeat: bool
     last_session_id: str | None
     apply_failed_hash: str | None = None
+
+
+def identity_query() -> Select[
+    str, str, str, str | None, str | None, datetime | None, str | None, str | None
+]:
+    """The columns a `RuntimeIdentity` is made of (add the WHERE)."""
+    return select(
+        Runtime.id,
+        Runtime.workspace_id,
+        Runtime.agent_id,
+        Runtime.version,
+        Runtime.observed_config_hash,
+        Runtime.last_heartbeat_at,
+        Runtime.last_session_id,
+        Runtime.apply_failed_hash,
+    )
+
+
+def identity_from_row(row: Any) -> RuntimeIdentity:
+    """A `RuntimeIdentity` from a row of `identity_query()`."""
+    return RuntimeIdentity(
+        runtime_id=row.id,
+        workspace_id=row.workspace_id,
+        version=row.version,
+        observed_config_hash=row.observed_config_hash,
+        has_heartbeat=row.last_heartbeat_at is not None,
+        last_session_id=row.last_session_id,
+        apply_failed_hash=row.apply_failed_hash,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,15 +83,36 @@ V = TypeVar("V")
 
 
 class TtlCache(Generic[K, V]):
-    """A small thread-safe map whose entries expire after `ttl` seconds (monotonic clock)."""
+    """A small thread-safe map whose entries expire after at most `ttl` seconds (monotonic).
+
+    Each entry lives a random share of `ttl`, between `1 - spread` and all of it: entries
+    cached in one burst (a server starting under a large fleet) then expire spread out,
+    instead of all being read again from the database in the same moment.
+
+    With `refresh_ahead`, an entry read past half its life is also named by `take_due()`, so
+    that a background job can re-read it in a batch before it expires: a runtime heartbeating
+    steadily is then never a cache miss on the request path, and no entry is ever older than
+    `ttl`.
+    """
 
     def __init__(
-        self, *, ttl: float, max_entries: int, clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        ttl: float,
+        max_entries: int,
+        clock: Callable[[], float] = time.monotonic,
+        spread: float = 0.5,
+        refresh_ahead: bool = False,
     ) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
+        self.spread = spread
+        self.refresh_ahead = refresh_ahead
         self._clock = clock
-        self._entries: dict[K, tuple[float, V]] = {}
+        self._random = random.Random()  # noqa: S311 - expiry spreading, not security
+        # key -> (refresh from, expires at, value)
+        self._entries: dict[K, tuple[float, float, V]] = {}
+        self._due: set[K] = set()
         self._lock = threading.Lock()
 
     def get(self, key: K) -> V | None:
@@ -69,11 +120,14 @@ class TtlCache(Generic[K, V]):
         entry = self._entries.get(key)
         if entry is None:
             return None
-        expires, value = entry
-        if expires <= self._clock():
+        refresh_at, expires, value = entry
+        now = self._clock()
+        if expires <= now:
             with self._lock:
                 self._entries.pop(key, None)
             return None
+        if refresh_at <= now:
+            self._due.add(key)
         return value
 
     def put(self, key: K, value: V) -> None:
@@ -81,12 +135,31 @@ class TtlCache(Generic[K, V]):
         with self._lock:
             if len(self._entries) >= self.max_entries:
                 self._entries.clear()
-            self._entries[key] = (self._clock() + self.ttl, value)
+                self._due.clear()
+            now = self._clock()
+            lifetime = self.ttl * (1 - self.spread * self._random.random())
+            refresh_at = now + lifetime / 2 if self.refresh_ahead else now + lifetime
+            self._entries[key] = (refresh_at, now + lifetime, value)
+            self._due.discard(key)
+
+    def pop(self, key: K) -> None:
+        """Forget one entry (the database no longer has it)."""
+        with self._lock:
+            self._entries.pop(key, None)
+
+    def take_due(self, limit: int) -> list[K]:
+        """Up to `limit` entries read past half their life since the last call (refresh-ahead)."""
+        with self._lock:
+            due: list[K] = []
+            while self._due and len(due) < limit:
+                due.append(self._due.pop())
+            return due
 
     def clear(self) -> None:
         """Forget every entry (after a revocation or a desired-state change in this process)."""
         with self._lock:
             self._entries.clear()
+            self._due.clear()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -209,6 +282,9 @@ class Invalidatable(Protocol):
     def invalidate(self) -> None:
         """Forget every cached entry."""
 
+    def refresh(self) -> None:
+        """Re-read, in batches, the cached entries that are in use and getting old."""
+
 
 class ChangeWatcher:
     """Notices changes other processes committed, through the audit log's newest sequence.
@@ -249,6 +325,12 @@ class ChangeWatcher:
                 # Without the database nothing is known to have changed; drop what we hold.
                 self.target.invalidate()
                 log.warning("change watch failed; caches cleared", exc_info=True)
+                continue
+            try:
+                self.target.refresh()
+            except Exception:
+                # Entries then expire as they would have: a miss re-reads them one by one.
+                log.warning("cache refresh failed", exc_info=True)
 
     def stop(self) -> None:
         """Stop watching."""

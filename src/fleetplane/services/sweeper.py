@@ -43,9 +43,11 @@ class SweepPolicy:
     rules: FleetRules
     retention: Retention
     interval: timedelta
-    # Changed runtimes recorded per transaction, and the pause between two such transactions.
+    # Changed runtimes recorded per transaction, and the pause between two such transactions:
+    # at least `pause_seconds`, and `rest_ratio` times as long as the chunk took.
     chunk: int = 500
     pause_seconds: float = 0.02
+    rest_ratio: float = 2.0
 
 
 @dataclass
@@ -234,6 +236,7 @@ def sweep_workspace_in_steps(
         done = sweep_lifecycle(session, workspace=workspace, policy=policy, now=now)
     after: str | None = None
     while True:
+        chunk_started = time.monotonic()
         with database.unit_of_work() as session:
             workspace = _locked_workspace(session, workspace_id)
             if not isinstance(workspace, Workspace):
@@ -244,7 +247,10 @@ def sweep_workspace_in_steps(
             done.transitions += recorded
         if after is None:
             break
-        time.sleep(policy.pause_seconds)
+        # Resting twice as long as the chunk took, a backlog of changes uses at most a third
+        # of this process's interpreter and of the database's write lock.
+        took = time.monotonic() - chunk_started
+        time.sleep(max(policy.pause_seconds, policy.rest_ratio * took))
     with database.unit_of_work() as session:
         workspace = _locked_workspace(session, workspace_id)
         if isinstance(workspace, Workspace):

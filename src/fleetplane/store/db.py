@@ -13,6 +13,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 IMMEDIATE = "fleetplane_sqlite_immediate"
+SQLITE_POOL_SIZE = 40
+POSTGRES_POOL_SIZE = 20
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -39,17 +41,24 @@ def make_engine(url: str) -> Engine:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         # The driver's own transaction handling is off so that `_sqlite_begin` decides.
+        # Connections are kept for every thread that may read at once (the request threadpool
+        # has 40): one opened past the pool is closed after use, and opening one runs the
+        # pragmas, which under load cost more than the query.
         engine = create_engine(
             url,
+            pool_size=SQLITE_POOL_SIZE,
+            max_overflow=SQLITE_POOL_SIZE,
             connect_args={"check_same_thread": False, "timeout": 10, "isolation_level": None},
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
+    # A connection opened past the pool is closed after its one use, and opening one costs a
+    # PostgreSQL backend start: keep enough for the request threadpool's concurrent reads.
     return create_engine(
         url,
         pool_pre_ping=True,
-        pool_size=10,
+        pool_size=POSTGRES_POOL_SIZE,
         max_overflow=10,
         pool_timeout=10,
         connect_args={"connect_timeout": 5},

@@ -1,0 +1,92 @@
+"""The hot path's TTL cache: bounded lifetimes, spread expiry, bounded size."""
+
+from __future__ import annotations
+
+from fleetplane.services.hotpath import TtlCache
+
+
+class Ticks:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_entries_live_between_half_and_all_of_the_ttl_and_expire_spread_out() -> None:
+    ticks = Ticks()
+    cache: TtlCache[int, str] = TtlCache(ttl=100, max_entries=10_000, clock=ticks)
+    for key in range(1000):
+        cache.put(key, f"v{key}")
+    ticks.now += 49.9
+    assert all(cache.get(key) == f"v{key}" for key in range(1000))  # none before half
+    alive_over_time = []
+    for _ in range(5):
+        ticks.now += 10
+        alive_over_time.append(sum(cache.get(key) is not None for key in range(1000)))
+    ticks.now += 0.2  # now past the full ttl
+    assert all(cache.get(key) is None for key in range(1000))
+    # Expiry is spread over the second half of the lifetime, not all at one moment.
+    assert alive_over_time == sorted(alive_over_time, reverse=True)
+    assert 0 < alive_over_time[-1] < alive_over_time[0] < 1000
+
+
+def test_no_spread_means_exactly_the_ttl() -> None:
+    ticks = Ticks()
+    cache: TtlCache[str, int] = TtlCache(ttl=5, max_entries=10, clock=ticks, spread=0)
+    cache.put("a", 1)
+    ticks.now += 4.999
+    assert cache.get("a") == 1
+    ticks.now += 0.001
+    assert cache.get("a") is None
+    assert len(cache) == 0
+
+
+def test_a_full_cache_starts_over_and_clear_forgets_everything() -> None:
+    cache: TtlCache[int, int] = TtlCache(ttl=60, max_entries=3)
+    for key in range(3):
+        cache.put(key, key)
+    assert len(cache) == 3
+    cache.put(3, 3)  # full: everything else is dropped, memory stays bounded
+    assert len(cache) == 1
+    assert cache.get(3) == 3
+    cache.clear()
+    assert cache.get(3) is None
+
+
+def test_refresh_ahead_names_entries_read_past_half_their_life() -> None:
+    ticks = Ticks()
+    cache: TtlCache[str, int] = TtlCache(
+        ttl=10, max_entries=10, clock=ticks, spread=0, refresh_ahead=True
+    )
+    cache.put("used", 1)
+    cache.put("idle", 2)
+    ticks.now += 4.9
+    assert cache.get("used") == 1
+    assert cache.take_due(10) == []  # not yet half its life
+    ticks.now += 0.2
+    assert cache.get("used") == 1  # still served while due
+    assert cache.take_due(10) == ["used"]  # only what was read: idle entries just expire
+    assert cache.take_due(10) == []
+    cache.get("used")
+    cache.put("used", 3)  # refreshed: a new life, no longer due
+    assert cache.take_due(10) == []
+    ticks.now += 5.0
+    assert cache.get("idle") is None
+    assert cache.get("used") == 3
+
+
+def test_take_due_is_bounded() -> None:
+    ticks = Ticks()
+    cache: TtlCache[int, int] = TtlCache(
+        ttl=10, max_entries=100, clock=ticks, spread=0, refresh_ahead=True
+    )
+    for key in range(20):
+        cache.put(key, key)
+    ticks.now += 6
+    for key in range(20):
+        cache.get(key)
+    first = cache.take_due(15)
+    rest = cache.take_due(15)
+    assert len(first) == 15
+    assert sorted(first + rest) == list(range(20))
