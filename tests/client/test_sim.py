@@ -350,3 +350,73 @@ def test_virtual_time_run_reconciles_lags_fails_and_goes_stale(
             continue
         expected_health = {"silent": "never", "stops": "dormant"}.get(behaviour, "stale")
         assert row["health"] == expected_health, row
+
+
+def test_rollout_of_an_edit_climbs_to_every_reconciling_runtime(
+    client: TestClient, asgi_transport: httpx.AsyncBaseTransport, clock: Clock
+) -> None:
+    time = VirtualTime(clock)
+    samples: list[tuple[float, int, int, int]] = []  # (time, revision, on it, expected)
+
+    async def run() -> SimulationReport:
+        async with httpx.AsyncClient(transport=asgi_transport, base_url=ENDPOINT) as operator:
+
+            async def sampling_sleep(seconds: float) -> None:
+                # After every simulated pause: the rollout of each workspace, as /fleet says.
+                await time.sleep(seconds)
+                listed = await operator.get("/api/v1/workspaces", headers=ADMIN)
+                revision = on = expected = 0
+                for workspace in listed.json()["items"]:
+                    page = await operator.get(
+                        f"/api/v1/workspaces/{workspace['id']}/fleet",
+                        params={"limit": 1},
+                        headers=ADMIN,
+                    )
+                    rollout = page.json()["rollout"]
+                    revision = max(revision, rollout["revision"])
+                    on += rollout["onRevision"]
+                    expected += rollout["expected"]
+                samples.append((time.now, revision, on, expected))
+
+            return await simulate(
+                ENDPOINT,
+                BOOTSTRAP_TOKEN,
+                24,
+                2,
+                duration=600,
+                heartbeat_seconds=60,
+                edit_after=200,
+                edit_every=0,
+                reconcile_delay=(5, 20),
+                stop_after=(1000, 1001),  # runtimes that stop do so after this run
+                seed=5,
+                transport=asgi_transport,
+                sleep=sampling_sleep,
+                monotonic=time.monotonic,
+            )
+
+    report = asyncio.run(run())
+    assert report.config_edits == 1
+    first_revision, final_revision = samples[0][1], samples[-1][1]
+    assert final_revision == first_revision + 1  # the one edit
+    edited = [(t, on, n) for t, revision, on, n in samples if revision == final_revision]
+    assert edited[0][1] == 0  # nobody runs the edit the moment it is made
+    ons = [on for _, on, _ in edited]
+    assert ons == sorted(ons)  # the rollout only ever climbs
+    assert ons[0] < ons[-1]
+    rows = fleet_rows(client, report)
+    reconciling = [row for row in rows if row["labels"]["behaviour"] == "reconciles"]
+    assert reconciling
+    # Every runtime that reconciles ends on the new revision: 100 % of those expected to.
+    assert all(row["revisionsBehind"] == 0 for row in reconciling)
+    on_it = [row for row in rows if row["revisionsBehind"] == 0]
+    assert ons[-1] == len(on_it) >= len(reconciling)
+    assert edited[-1][2] == len(rows) == 24
+    # Left behind: runtimes that lag, fail, never heartbeat or are about to stop (they keep
+    # the config they have), as the simulator's behaviours say.
+    assert {row["labels"]["behaviour"] for row in rows if row not in on_it} <= {
+        "lags",
+        "fails",
+        "silent",
+        "stops",
+    }
