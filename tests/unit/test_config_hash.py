@@ -6,14 +6,12 @@ import hashlib
 import io
 import json
 import math
-import os
 import random
 import re
 import threading
 import time
 import types
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import icu
@@ -31,19 +29,13 @@ from fleetplane.domain.config_hash import (
     parse_workspace_yaml,
 )
 from fleetplane.domain.errors import InvalidDocument
+from tests.conftest import VECTORS_DIR
 
 MAX_SAFE_INTEGER = 2**53
 
 
-def _vectors_dir() -> Path:
-    override = os.environ.get("FLEETPLANE_VECTORS_DIR")
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "vectors"
-
-
 def _hash_cases() -> list[Any]:
-    document = json.loads((_vectors_dir() / "workspace-config-hash.json").read_text("utf-8"))
+    document = json.loads((VECTORS_DIR / "workspace-config-hash.json").read_text("utf-8"))
     return [pytest.param(case, id=case["name"]) for case in document["cases"]]
 
 

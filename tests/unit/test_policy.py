@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,17 +22,11 @@ from fleetplane.domain.policy import (
     parse_policy_set,
     policy_revision,
 )
-
-
-def _vectors_dir() -> Path:
-    override = os.environ.get("FLEETPLANE_VECTORS_DIR")
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "vectors"
+from tests.conftest import VECTORS_DIR
 
 
 def _mode_cases() -> list[Any]:
-    document = json.loads((_vectors_dir() / "authority-mode-merge.json").read_text("utf-8"))
+    document = json.loads((VECTORS_DIR / "authority-mode-merge.json").read_text("utf-8"))
     return [pytest.param(case, id=case["name"]) for case in document["cases"]]
 
 
