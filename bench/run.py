@@ -25,20 +25,18 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 from sqlalchemy import insert, text
 
+from fleetplane.api.alerts import sweep_policy
 from fleetplane.domain.config_hash import config_hash
-from fleetplane.domain.fleet import HealthThresholds
 from fleetplane.domain.tokens import token_display_prefix, token_hash
 from fleetplane.domain.versions import version_sort_key
-from fleetplane.services.fleet import FleetRules
-from fleetplane.services.lifecycle import Retention
-from fleetplane.services.sweeper import SweepPolicy, sweep_once
+from fleetplane.services.sweeper import sweep_once
 from fleetplane.settings import Settings, normalise_database_url
 from fleetplane.store import migrate
 from fleetplane.store.db import Database
@@ -156,30 +154,9 @@ def seed(url: str, *, small: int, big: int) -> Fleet:
             with database.engine.begin() as connection:
                 connection.execute(insert(Runtime), rows)
     # A server that has been running has swept: every runtime's status is on record.
-    settings = Settings()
     sweep_once(
         database,
-        policy=SweepPolicy(
-            rules=FleetRules(
-                thresholds=HealthThresholds(
-                    settings.health_connected_seconds, settings.health_dormant_seconds
-                ),
-                minimum_version=settings.min_runtime_version,
-                full_sync_version=settings.full_sync_version,
-            ),
-            retention=Retention(
-                archive_after=dt.timedelta(days=settings.archive_after_days),
-                purge_after=dt.timedelta(days=settings.purge_after_days),
-                events=dt.timedelta(days=settings.event_retention_days),
-                telemetry=dt.timedelta(days=settings.telemetry_retention_days),
-                evidence=dt.timedelta(days=settings.evidence_retention_days),
-                history=dt.timedelta(days=settings.history_retention_days),
-                delivery_log=dt.timedelta(days=settings.webhook_log_retention_days),
-            ),
-            interval=dt.timedelta(seconds=settings.sweep_seconds),
-            pause_seconds=0,
-            rest_ratio=0,
-        ),
+        policy=replace(sweep_policy(Settings()), pause_seconds=0, rest_ratio=0),
         now=NOW,
         force=True,
     )

@@ -17,7 +17,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import Field
 
 from fleetplane.api import metrics, responses, schemas
-from fleetplane.api.context import AppContext
+from fleetplane.api.context import AppContext, fleet_rules
 from fleetplane.api.deps import Context, Operator
 from fleetplane.api.schemas import OperatorBody
 from fleetplane.domain.errors import Invalid
@@ -38,10 +38,10 @@ router = APIRouter(prefix="/api/v1", tags=["alerts"], responses=schemas.OPERATOR
 # --- the background work of one process -----------------------------------------------------
 
 
-def sweep_policy(settings: Settings, context: AppContext) -> SweepPolicy:
+def sweep_policy(settings: Settings) -> SweepPolicy:
     """The sweep policy of a server's settings."""
     return SweepPolicy(
-        rules=context.fleet_rules,
+        rules=fleet_rules(settings),
         retention=Retention(
             archive_after=timedelta(days=settings.archive_after_days),
             purge_after=timedelta(days=settings.purge_after_days),
@@ -81,7 +81,7 @@ class Alerting:
 
     def __post_init__(self) -> None:
         settings = self.context.settings
-        self.policy = sweep_policy(settings, self.context)
+        self.policy = sweep_policy(settings)
         self.retry = retry_policy(settings)
         self.sweeper = Worker(
             "fleetplane-sweeper", idle_seconds=settings.sweep_seconds, work=self._sweep_job

@@ -26,6 +26,18 @@ from fleetplane.store.db import Database
 from fleetplane.store.models import Runtime, Workspace, WorkspaceKey
 
 
+def fleet_rules(settings: Settings) -> FleetRules:
+    """The health and version thresholds of a server's settings."""
+    return FleetRules(
+        thresholds=HealthThresholds(
+            connected_seconds=settings.health_connected_seconds,
+            dormant_seconds=settings.health_dormant_seconds,
+        ),
+        minimum_version=settings.min_runtime_version,
+        full_sync_version=settings.full_sync_version,
+    )
+
+
 def system_clock() -> datetime:
     """The server's UTC clock; the only clock that decides health."""
     return datetime.now(UTC)
@@ -177,11 +189,4 @@ class AppContext:
     @property
     def fleet_rules(self) -> FleetRules:
         """The health and version thresholds from settings."""
-        return FleetRules(
-            thresholds=HealthThresholds(
-                connected_seconds=self.settings.health_connected_seconds,
-                dormant_seconds=self.settings.health_dormant_seconds,
-            ),
-            minimum_version=self.settings.min_runtime_version,
-            full_sync_version=self.settings.full_sync_version,
-        )
+        return fleet_rules(self.settings)
