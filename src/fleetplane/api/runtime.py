@@ -13,7 +13,7 @@ from fleetplane.api.deps import Context, Token, json_with_etag
 from fleetplane.services import runtimes as runtime_service
 from fleetplane.services import workspaces as workspace_service
 from fleetplane.services.credentials import control_plane_block
-from fleetplane.services.hotpath import RuntimeIdentity, WorkspaceAnswer
+from fleetplane.services.hotpath import WorkspaceAnswer, identity_from_row
 from fleetplane.services.runtimes import RuntimeCaller, authenticate_runtime, check_workspace
 from fleetplane.services.workspaces import DesiredState
 
@@ -118,15 +118,7 @@ def heartbeat(body: schemas.HeartbeatRequest, context: Context, token: Token) ->
     remember(context, token, caller, desired, generation=generation)
     hot.remember_runtime(
         context,
-        RuntimeIdentity(
-            runtime_id=runtime.id,
-            workspace_id=runtime.workspace_id,
-            version=runtime.version,
-            observed_config_hash=runtime.observed_config_hash,
-            has_heartbeat=runtime.last_heartbeat_at is not None,
-            last_session_id=runtime.last_session_id,
-            apply_failed_hash=runtime.apply_failed_hash,
-        ),
+        identity_from_row(runtime),
         by_credential=caller.via_runtime_credential,
         agent_id=body.agent_id,
         session_id=body.session_id,

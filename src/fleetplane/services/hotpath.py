@@ -55,7 +55,7 @@ def identity_query() -> Select[
 
 
 def identity_from_row(row: Any) -> RuntimeIdentity:
-    """A `RuntimeIdentity` from a row of `identity_query()`."""
+    """A `RuntimeIdentity` from a row of `identity_query()` or a `Runtime` just written."""
     return RuntimeIdentity(
         runtime_id=row.id,
         workspace_id=row.workspace_id,
