@@ -250,7 +250,39 @@ def wrk(
     return {"rate": rate, "p99_ms": p99, "failed": failed, "requests": total}
 
 
-def sustained(url: str, script_env: dict[str, str]) -> dict[str, float]:
+class Heartbeats:
+    """wrk runs of heartbeat.lua that walk the fleet's agent ids on from where the last stopped.
+
+    Every run of wrk restarts its script; without the carried position, short runs would
+    heartbeat the fleet's first ids over and over and the rest would stay cold in every cache.
+    """
+
+    def __init__(self, url: str, script_env: dict[str, str]) -> None:
+        self.url = url
+        self.script_env = script_env
+        self.runtimes = int(script_env["BENCH_RUNTIMES"])
+        self.position = 0
+        self.sent = 0
+
+    def run(
+        self, *, seconds: int, connections: int = CONNECTIONS, delay_ms: int | None = None
+    ) -> dict[str, float]:
+        env = {**self.script_env, "BENCH_START": str(self.position)}
+        if delay_ms is not None:
+            env["BENCH_DELAY_MS"] = str(delay_ms)
+        figures = wrk(
+            self.url,
+            seconds=seconds,
+            script=ROOT / "bench" / "heartbeat.lua",
+            env=env,
+            connections=connections,
+        )
+        self.sent += int(figures["requests"])
+        self.position = (self.position + int(figures["requests"])) % self.runtimes
+        return figures
+
+
+def sustained(heartbeats: Heartbeats) -> dict[str, float]:
     """A paced 60 s heartbeat run near SUSTAINED_RATE (wrk has no fixed-rate mode).
 
     Each of SUSTAINED_CONNECTIONS connections waits a fixed delay after every answer; short
@@ -259,25 +291,16 @@ def sustained(url: str, script_env: dict[str, str]) -> dict[str, float]:
     best: tuple[float, int] | None = None
     ideal = SUSTAINED_CONNECTIONS * 1000 / SUSTAINED_RATE
     for delay_ms in range(max(int(ideal), 1), 0, -1):
-        paced = {**script_env, "BENCH_DELAY_MS": str(delay_ms)}
-        rate = wrk(
-            url,
-            seconds=5,
-            script=ROOT / "bench" / "heartbeat.lua",
-            env=paced,
-            connections=SUSTAINED_CONNECTIONS,
-        )["rate"]
+        rate = heartbeats.run(seconds=5, connections=SUSTAINED_CONNECTIONS, delay_ms=delay_ms)[
+            "rate"
+        ]
         print(f"[sustained] delay {delay_ms} ms: {rate:,.0f}/s", flush=True)
         best = (rate, delay_ms)
         if rate >= SUSTAINED_RATE:
             break
     assert best is not None
-    figures = wrk(
-        url,
-        seconds=SUSTAINED_SECONDS,
-        script=ROOT / "bench" / "heartbeat.lua",
-        env={**script_env, "BENCH_DELAY_MS": str(best[1])},
-        connections=SUSTAINED_CONNECTIONS,
+    figures = heartbeats.run(
+        seconds=SUSTAINED_SECONDS, connections=SUSTAINED_CONNECTIONS, delay_ms=best[1]
     )
     return {**figures, "delay_ms": best[1]}
 
@@ -394,14 +417,14 @@ def bench_database(kind: str, *, quick: bool, runs: int, workdir: Path) -> Resul
         # has been sent about eight heartbeats, so that each worker has very likely seen it,
         # and two consecutive rounds agree within 10% (bounded in time).
         warm_deadline = time.monotonic() + (60 if quick else 300)
-        previous, sent = 0.0, 0
+        heartbeats = Heartbeats(heartbeat_url, script_env)
+        previous = 0.0
         while time.monotonic() < warm_deadline:
-            round_figures = wrk(
-                heartbeat_url, seconds=5, script=ROOT / "bench" / "heartbeat.lua", env=script_env
+            rate = heartbeats.run(seconds=5)["rate"]
+            print(
+                f"[{kind}] warming: {rate:,.0f} heartbeats/s ({heartbeats.sent:,} sent)", flush=True
             )
-            rate, sent = round_figures["rate"], sent + int(round_figures["requests"])
-            print(f"[{kind}] warming: {rate:,.0f} heartbeats/s ({sent:,} sent)", flush=True)
-            if sent >= 8 * big and previous and abs(rate - previous) < 0.1 * previous:
+            if heartbeats.sent >= 8 * big and previous and abs(rate - previous) < 0.1 * previous:
                 break
             previous = rate
         wal_before = wal_lsn(url) if kind == "postgresql" else 0
@@ -411,12 +434,7 @@ def bench_database(kind: str, *, quick: bool, runs: int, workdir: Path) -> Resul
             bare = wrk(f"http://127.0.0.1:{bare_port}/", seconds=seconds)
             bare_rates.append(bare["rate"])
             bare_p99.append(bare["p99_ms"])
-            figures = wrk(
-                heartbeat_url,
-                seconds=seconds,
-                script=ROOT / "bench" / "heartbeat.lua",
-                env=script_env,
-            )
+            figures = heartbeats.run(seconds=seconds)
             fp_rates.append(figures["rate"])
             fp_p99.append(figures["p99_ms"])
             failed += int(figures["failed"])
@@ -440,7 +458,7 @@ def bench_database(kind: str, *, quick: bool, runs: int, workdir: Path) -> Resul
         wrk(pull, seconds=2, script=ROOT / "bench" / "etag.lua", env=pull_env)
         tx_before = transactions(url) if kind == "postgresql" else 0
         if not quick:
-            results.figures["sustained"] = sustained(heartbeat_url, script_env)
+            results.figures["sustained"] = sustained(heartbeats)
 
         pull_rates, bare_again = [], []
         for _ in range(runs):

@@ -3,16 +3,20 @@ the buffer bound and revocation reaching cached credentials. (Speed is measured 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, select, update
+from sqlalchemy.exc import OperationalError
 
 from fleetplane.api import context as context_module
+from fleetplane.api import hot as hot_module
 from fleetplane.api.app import create_app
 from fleetplane.domain.tokens import token_hash
 from fleetplane.domain.versions import version_sort_key
@@ -313,3 +317,69 @@ def test_a_refresh_overtaken_by_an_invalidation_keeps_nothing(
         monkeypatch.setattr(context_module, "load_identities", racing)
         hot.refresh()
         assert hot.identities.get(key) is None
+
+
+def _concurrent_heartbeats(client: TestClient, key: str, agents: list[str]) -> list[int]:
+    """Send one heartbeat per entry of `agents`, all at once, on the app's own event loop."""
+
+    async def send_all() -> list[int]:
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://fleet.test") as http:
+            answers = await asyncio.gather(
+                *(
+                    http.post(
+                        "/api/v1/heartbeat",
+                        json={"agent_id": agent, "session_id": agent},
+                        headers=auth(key),
+                    )
+                    for agent in agents
+                )
+            )
+        return [answer.status_code for answer in answers]
+
+    assert client.portal is not None
+    return client.portal.call(send_all)
+
+
+def test_concurrent_cache_misses_are_read_in_batches(
+    slow_flush: Settings, database: Database, clock: Clock
+) -> None:
+    with _app(slow_flush, database, clock) as client:
+        ws = make_workspace(client)
+        agents = [f"a{i}" for i in range(30)]
+        _warm(client, ws.api_key, agents)
+        hot = client.app.state.context.hot  # type: ignore[attr-defined]
+        hot.identities.clear()  # as in a process that has not seen these runtimes yet
+        loads, reads = hot.identity_loads, hot.identity_reads
+        with statements(database) as seen:
+            # Every runtime twice: both of its heartbeats wait for the same read.
+            codes = _concurrent_heartbeats(client, ws.api_key, agents + agents)
+        assert codes == [200] * 60
+        assert hot.identity_loads - loads == 30
+        batches = hot.identity_reads - reads
+        assert 1 <= batches <= 3, batches
+        runtime_reads = [sql for sql, _ in seen if "FROM runtimes" in sql]
+        assert len(runtime_reads) == batches
+        assert all(hot.identities.get((ws.workspace_id, "agent", a)) for a in agents)
+        # Answered from the cache now, and acknowledged into the buffer: no write yet.
+        assert not [sql for sql, _ in seen if sql.lstrip().upper().startswith("UPDATE")]
+        assert hot.liveness.depth == 30
+
+
+def test_a_failed_batched_read_leaves_heartbeats_to_the_full_route(
+    slow_flush: Settings, database: Database, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _app(slow_flush, database, clock) as client:
+        ws = make_workspace(client)
+        agents = ["a", "b", "c"]
+        _warm(client, ws.api_key, agents)
+        hot = client.app.state.context.hot  # type: ignore[attr-defined]
+        hot.identities.clear()
+
+        def unavailable(*_args: Any, **_kwargs: Any) -> Any:
+            raise OperationalError("SELECT", {}, Exception("connection refused"))
+
+        monkeypatch.setattr(hot_module, "load_identities", unavailable)
+        assert _concurrent_heartbeats(client, ws.api_key, agents) == [200, 200, 200]
+        # The full route answered each one and cached what it read.
+        assert all(hot.identities.get((ws.workspace_id, "agent", a)) for a in agents)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fleetplane.services.hotpath import TtlCache
+import gc
+
+from fleetplane.services.hotpath import RuntimeIdentity, TtlCache
 
 
 class Ticks:
@@ -90,3 +92,27 @@ def test_take_due_is_bounded() -> None:
     rest = cache.take_due(15)
     assert len(first) == 15
     assert sorted(first + rest) == list(range(20))
+
+
+def test_records_are_kept_out_of_the_collectors_passes() -> None:
+    # A fleet-sized cache of runtime identities must not be walked by every full collection.
+    cache: TtlCache[tuple[str, str, str], RuntimeIdentity] = TtlCache(
+        ttl=100, max_entries=10_000, record=RuntimeIdentity
+    )
+    identities = [
+        RuntimeIdentity(f"r{n}", "ws", "3.12.6", "h" * 64, True, f"s{n}") for n in range(500)
+    ]
+    for identity in identities:
+        cache.put(("ws", "id", identity.runtime_id), identity)
+    # Collections untrack the tuples they find holding only untracked values; an entry made
+    # just before a collection may need the next one (its inner tuple is untracked first).
+    gc.collect()
+    gc.collect()
+    stored = [entry for entry in gc.get_referents(cache._entries) if isinstance(entry, tuple)]
+    assert len(stored) == 1000  # 500 keys and 500 entries
+    assert not any(gc.is_tracked(entry) for entry in stored)
+    # What comes out is the record again, equal to what went in.
+    first = cache.get(("ws", "id", "r0"))
+    assert isinstance(first, RuntimeIdentity)
+    assert first == identities[0]
+    assert first.last_session_id == "s0"

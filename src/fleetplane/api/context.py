@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import select
 
@@ -43,9 +43,9 @@ def system_clock() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(frozen=True, slots=True)
-class CachedCaller:
-    """A runtime-surface credential as last read from the database."""
+class CachedCaller(NamedTuple):
+    """A runtime-surface credential as last read from the database (plain values: see
+    `TtlCache`'s `record`)."""
 
     workspace_id: str
     org_id: str
@@ -121,10 +121,10 @@ class HotPath:
         age = settings.cache_max_age_seconds
         # One entry per runtime (or credential): refreshed ahead in batches while in use.
         self.callers: TtlCache[str, CachedCaller] = TtlCache(
-            ttl=age, max_entries=cap, refresh_ahead=True
+            ttl=age, max_entries=cap, refresh_ahead=True, record=CachedCaller
         )
         self.identities: TtlCache[tuple[str, str, str], RuntimeIdentity] = TtlCache(
-            ttl=age, max_entries=cap, refresh_ahead=True
+            ttl=age, max_entries=cap, refresh_ahead=True, record=RuntimeIdentity
         )
         self.database = database
         self.answers: TtlCache[str, WorkspaceAnswer] = TtlCache(ttl=age, max_entries=cap)
@@ -135,6 +135,10 @@ class HotPath:
         # Bumped on every invalidation; a reader that started under an older generation may
         # have read data older than the change, so it must not cache what it read.
         self.generation = 0
+        # For /metrics: how often the request path had to read the database, and why.
+        self.identity_loads = 0
+        self.identity_reads = 0
+        self.refreshed = 0
 
     def refresh(self) -> None:
         """Re-read the credentials and runtimes in use whose entries are past half their life.
@@ -148,6 +152,7 @@ class HotPath:
         caller_keys = self.callers.take_due(REFRESH_PER_ROUND)
         if not identity_keys and not caller_keys:
             return
+        self.refreshed += len(identity_keys) + len(caller_keys)
         identities = load_identities(self.database, identity_keys)
         callers = load_callers(self.database, caller_keys)
         if self.generation != generation:

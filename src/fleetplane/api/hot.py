@@ -10,6 +10,8 @@ credential or desired state older than its own last change.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -17,17 +19,15 @@ import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fleetplane.api.context import AppContext, CachedCaller
+from fleetplane.api.context import AppContext, CachedCaller, load_identities
 from fleetplane.api.errors import error_body
 from fleetplane.domain.tokens import token_hash
 from fleetplane.services.hotpath import (
     RuntimeIdentity,
     WorkspaceAnswer,
-    identity_from_row,
-    identity_query,
 )
-from fleetplane.store.models import Runtime
 
+log = logging.getLogger("fleetplane.hotpath")
 HEARTBEAT = "/api/v1/heartbeat"
 PULLS = {"/api/v1/config": "config", "/api/v1/policies": "policies"}
 # Runtime-surface writes that cannot revoke or change anything the caches hold.
@@ -158,12 +158,71 @@ async def _respond(send: Send, status: int, payload: Any, extra: list[Any] | Non
     await send({"type": "http.response.body", "body": body})
 
 
+class MissBatcher:
+    """Reads the runtimes that heartbeats miss in the cache, many per query.
+
+    Misses that arrive while a read is under way wait for the next one, so the number of
+    queries follows the database's pace rather than the heartbeat rate: a process starting
+    under a large fleet (every heartbeat a miss) reads it in batches instead of in one query
+    per runtime. Several heartbeats of the same runtime share one read.
+    """
+
+    def __init__(self, context: AppContext) -> None:
+        self.context = context
+        self._waiting: dict[tuple[str, str, str], asyncio.Future[RuntimeIdentity | None]] = {}
+        self._draining = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def load(self, key: tuple[str, str, str]) -> RuntimeIdentity | None:
+        """The runtime under an identity-cache key, or None (unknown, or the read failed)."""
+        future = self._waiting.get(key)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._waiting[key] = future
+            self.context.hot.identity_loads += 1
+            if not self._draining:
+                self._draining = True
+                task = asyncio.get_running_loop().create_task(self._drain())
+                self._tasks.add(task)  # held until done, so it is not collected mid-read
+                task.add_done_callback(self._tasks.discard)
+        # Shielded: a heartbeat whose client went away must not cancel the others' read.
+        return await asyncio.shield(future)
+
+    async def _drain(self) -> None:
+        hot = self.context.hot
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, {}
+                generation = hot.generation
+                hot.identity_reads += 1
+                try:
+                    found = await run_in_threadpool(
+                        load_identities, self.context.database, list(batch)
+                    )
+                except Exception:
+                    # The full route answers these heartbeats (and reports the outage).
+                    log.warning(
+                        "reading %d runtimes for heartbeats failed", len(batch), exc_info=True
+                    )
+                    found = {}
+                for key, future in batch.items():
+                    identity = found.get(key)
+                    # Read under an older generation, it may predate a change: answer, not keep.
+                    if identity is not None and hot.generation == generation:
+                        hot.identities.put(key, identity)
+                    if not future.done():
+                        future.set_result(identity)
+        finally:
+            self._draining = False
+
+
 class HotPathMiddleware:
     """Answers what it can from memory and hands the rest to the app."""
 
     def __init__(self, app: ASGIApp, *, context: AppContext) -> None:
         self.app = app
         self.context = context
+        self.misses = MissBatcher(context)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -234,7 +293,7 @@ class HotPathMiddleware:
         identity = self._identity(caller, fields)
         if identity is None:
             # A runtime this process has not seen yet: one indexed read, no write.
-            identity = await run_in_threadpool(self._load_identity, caller, fields)
+            identity = await self._load_identity(caller, fields)
         if identity is None or not identity.has_heartbeat:
             return False
         version = fields.get("runtime_version")
@@ -277,35 +336,17 @@ class HotPathMiddleware:
         )
         return True
 
-    def _load_identity(
+    async def _load_identity(
         self, caller: CachedCaller, fields: dict[str, Any]
     ) -> RuntimeIdentity | None:
         """Read a runtime the cache misses, by the same lookup the full route would use."""
-        generation = self.context.hot.generation
-        agent_id, session_id = fields.get("agent_id"), fields.get("session_id")
-        by_credential = caller.runtime_id is not None
-        if not by_credential and not agent_id:
-            return None  # a lookup through sessions is rare; the full route does it
-        query = identity_query().where(Runtime.workspace_id == caller.workspace_id)
-        if by_credential:
-            query = query.where(Runtime.id == caller.runtime_id)
+        if caller.runtime_id is not None:
+            key = identity_key(caller.workspace_id, "id", caller.runtime_id)
+        elif fields.get("agent_id"):
+            key = identity_key(caller.workspace_id, "agent", fields["agent_id"])
         else:
-            query = query.where(Runtime.agent_id == agent_id)
-        # A Core connection, not an ORM session: a miss pays this once per runtime.
-        with self.context.database.engine.connect() as connection:
-            row = connection.execute(query).one_or_none()
-        if row is None:
-            return None
-        identity = identity_from_row(row)
-        remember_runtime(
-            self.context,
-            identity,
-            by_credential=by_credential,
-            agent_id=agent_id,
-            session_id=session_id,
-            generation=generation,
-        )
-        return identity
+            return None  # a lookup through sessions is rare; the full route does it
+        return await self.misses.load(key)
 
     def _identity(self, caller: CachedCaller, fields: dict[str, Any]) -> RuntimeIdentity | None:
         cache = self.context.hot.identities

@@ -70,6 +70,27 @@ class FleetCollector(Collector):
                 "Time this process spent writing heartbeat flushes",
                 value=flush_seconds,
             )
+        hot = self.context.hot
+        yield CounterMetricFamily(
+            "fleetplane_cache_invalidations",
+            "Times this process dropped its credential and runtime caches after a change",
+            value=hot.generation,
+        )
+        yield CounterMetricFamily(
+            "fleetplane_heartbeat_cache_misses",
+            "Heartbeats whose runtime this process read from the database on the request path",
+            value=hot.identity_loads,
+        )
+        yield CounterMetricFamily(
+            "fleetplane_heartbeat_cache_miss_reads",
+            "Database reads that answered those misses (many misses per read under load)",
+            value=hot.identity_reads,
+        )
+        yield CounterMetricFamily(
+            "fleetplane_cache_refreshed",
+            "Cache entries re-read ahead of expiry, in batches, by this process",
+            value=hot.refreshed,
+        )
         yield CounterMetricFamily(
             "fleetplane_sweeps", "Fleet sweeps run by this process", value=self.alerting.sweeps
         )

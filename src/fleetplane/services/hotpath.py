@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from sqlalchemy import Select, func, select
 
@@ -25,9 +25,12 @@ from fleetplane.store.models import AuditEntry, Runtime, epoch_ms
 log = logging.getLogger("fleetplane.liveness")
 
 
-@dataclass(frozen=True, slots=True)
-class RuntimeIdentity:
-    """What the hot path knows of a runtime between database reads."""
+class RuntimeIdentity(NamedTuple):
+    """What the hot path knows of a runtime between database reads.
+
+    A named tuple of plain values, so that a cache can hold it as an exact tuple (see
+    `TtlCache`), which the garbage collector stops tracking.
+    """
 
     runtime_id: str
     workspace_id: str
@@ -93,6 +96,11 @@ class TtlCache(Generic[K, V]):
     that a background job can re-read it in a batch before it expires: a runtime heartbeating
     steadily is then never a cache miss on the request path, and no entry is ever older than
     `ttl`.
+
+    With `record` (a named tuple of plain values), each value is kept as an exact tuple and
+    rebuilt on `get`. The collector untracks exact tuples of untracked values, so a cache of a
+    whole fleet (hundreds of thousands of entries) adds nothing to its full passes: otherwise
+    each pass walks every entry, and pauses the event loop for a tenth of a second or more.
     """
 
     def __init__(
@@ -103,15 +111,17 @@ class TtlCache(Generic[K, V]):
         clock: Callable[[], float] = time.monotonic,
         spread: float = 0.5,
         refresh_ahead: bool = False,
+        record: Callable[..., V] | None = None,
     ) -> None:
         self.ttl = ttl
+        self.record = record
         self.max_entries = max_entries
         self.spread = spread
         self.refresh_ahead = refresh_ahead
         self._clock = clock
         self._random = random.Random()  # noqa: S311 - expiry spreading, not security
-        # key -> (refresh from, expires at, value)
-        self._entries: dict[K, tuple[float, float, V]] = {}
+        # key -> (refresh from, expires at, value, or its fields as an exact tuple)
+        self._entries: dict[K, tuple[float, float, Any]] = {}
         self._due: set[K] = set()
         self._lock = threading.Lock()
 
@@ -128,7 +138,9 @@ class TtlCache(Generic[K, V]):
             return None
         if refresh_at <= now:
             self._due.add(key)
-        return value
+        if self.record is not None:
+            return self.record(*value)
+        return value  # type: ignore[no-any-return]
 
     def put(self, key: K, value: V) -> None:
         """Remember `value`; when full, forget everything (cheap, and entries are short-lived)."""
@@ -139,7 +151,8 @@ class TtlCache(Generic[K, V]):
             now = self._clock()
             lifetime = self.ttl * (1 - self.spread * self._random.random())
             refresh_at = now + lifetime / 2 if self.refresh_ahead else now + lifetime
-            self._entries[key] = (refresh_at, now + lifetime, value)
+            stored: Any = tuple(value) if self.record is not None else value  # type: ignore[arg-type]
+            self._entries[key] = (refresh_at, now + lifetime, stored)
             self._due.discard(key)
 
     def pop(self, key: K) -> None:
