@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event, select, update
+from sqlalchemy import event, insert, select, update
 from sqlalchemy.exc import OperationalError
 
 from fleetplane.api import context as context_module
@@ -20,6 +20,7 @@ from fleetplane.api import hot as hot_module
 from fleetplane.api.app import create_app
 from fleetplane.domain.tokens import token_hash
 from fleetplane.domain.versions import version_sort_key
+from fleetplane.services import hotpath as hotpath_module
 from fleetplane.settings import Settings
 from fleetplane.store.db import Database
 from fleetplane.store.models import Runtime
@@ -383,3 +384,39 @@ def test_a_failed_batched_read_leaves_heartbeats_to_the_full_route(
         assert _concurrent_heartbeats(client, ws.api_key, agents) == [200, 200, 200]
         # The full route answered each one and cached what it read.
         assert all(hot.identities.get((ws.workspace_id, "agent", a)) for a in agents)
+
+
+@pytest.mark.postgres
+def test_postgresql_flush_updates_by_primary_key_not_by_scanning(
+    settings: Settings, database: Database, clock: Clock
+) -> None:
+    if database.engine.dialect.name != "postgresql":
+        pytest.skip("a PostgreSQL plan")
+    with _app(settings, database, clock) as client:
+        ws = make_workspace(client)
+    rows = [
+        {
+            "id": f"{n:032x}",
+            "workspace_id": ws.workspace_id,
+            "agent_id": f"plan-{n}",
+            "enrolled_at": clock.now,
+            "last_heartbeat_at": clock.now,
+        }
+        for n in range(3000)
+    ]
+    with database.engine.begin() as connection:
+        connection.execute(insert(Runtime), rows)
+    ids = [row["id"] for row in rows[:1000]]
+    with database.engine.begin() as connection:
+        # A flush of a third of the table: the shape that made the planner scan it whole.
+        connection.exec_driver_sql(hotpath_module._FLUSH_POSTGRESQL_PLAN)
+        plan = "\n".join(
+            line
+            for (line,) in connection.exec_driver_sql(
+                "EXPLAIN " + hotpath_module._FLUSH_POSTGRESQL,
+                (ids, [0] * len(ids), [None] * len(ids)),
+            )
+        )
+        connection.rollback()
+    assert "Index Scan using pk_runtimes" in plan, plan
+    assert "Seq Scan on runtimes" not in plan, plan

@@ -189,6 +189,13 @@ SET last_heartbeat_at = v.seen, last_session_id = COALESCE(v.sid, r.last_session
 FROM unnest(%s::varchar[], %s::bigint[], %s::varchar[]) AS v(rid, seen, sid)
 WHERE r.id = v.rid AND (r.last_heartbeat_at IS NULL OR r.last_heartbeat_at < v.seen)
 """
+# A flush touches a small share of a large fleet's rows: by the primary key, one row at a time,
+# never a scan of the whole table (which the planner picks for a batch of a few thousand rows
+# once it takes the table for small, and which then spills its hash to disk). For this
+# transaction only.
+_FLUSH_POSTGRESQL_PLAN = (
+    "SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)"
+)
 _FLUSH_SQLITE = """
 UPDATE runtimes SET last_heartbeat_at = ?, last_session_id = COALESCE(?, last_session_id)
 WHERE id = ? AND (last_heartbeat_at IS NULL OR last_heartbeat_at < ?)
@@ -239,6 +246,7 @@ class LivenessBuffer:
             try:
                 with self.database.write_connection() as connection:
                     if connection.dialect.name == "postgresql":
+                        connection.exec_driver_sql(_FLUSH_POSTGRESQL_PLAN)
                         connection.exec_driver_sql(_FLUSH_POSTGRESQL, (ids, seen_ms, sessions))
                     else:
                         connection.exec_driver_sql(
