@@ -4,9 +4,11 @@ the buffer bound and revocation reaching cached credentials. (Speed is measured 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -37,8 +39,8 @@ def statements(database: Database) -> Iterator[list[tuple[str, int]]]:
     ) -> None:
         if executemany:
             rows = len(parameters)
-        elif isinstance(parameters, tuple) and parameters and isinstance(parameters[0], list):
-            rows = len(parameters[0])  # rows sent as arrays (the PostgreSQL liveness flush)
+        elif "json_array_elements_text" in statement:
+            rows = len(json.loads(parameters[0]))  # rows sent as JSON arrays (PostgreSQL flush)
         else:
             rows = 1
         seen.append((statement, rows))
@@ -414,9 +416,41 @@ def test_postgresql_flush_updates_by_primary_key_not_by_scanning(
             line
             for (line,) in connection.exec_driver_sql(
                 "EXPLAIN " + hotpath_module._FLUSH_POSTGRESQL,
-                (ids, [0] * len(ids), [None] * len(ids)),
+                hotpath_module._postgres_flush_parameters(ids, [0] * len(ids), [None] * len(ids)),
             )
         )
         connection.rollback()
     assert "Index Scan using pk_runtimes" in plan, plan
     assert "Seq Scan on runtimes" not in plan, plan
+
+
+def test_flush_writes_session_ids_verbatim_and_keeps_the_last_one_when_none(
+    slow_flush: Settings, database: Database, clock: Clock
+) -> None:
+    with _app(slow_flush, database, clock) as client:
+        ws = make_workspace(client)
+        _warm(client, ws.api_key, ["a", "b"])
+        with database.read() as session:
+            ids = dict(
+                session.execute(
+                    select(Runtime.agent_id, Runtime.id).where(
+                        Runtime.workspace_id == ws.workspace_id
+                    )
+                ).all()
+            )
+        buffer = client.app.state.context.hot.liveness  # type: ignore[attr-defined]
+        later = clock.now + timedelta(seconds=5)
+        awkward = "sess,\"'{1}\\ \u00e9"
+        assert buffer.offer(ids["a"], later, awkward)
+        assert buffer.offer(ids["b"], later, None)
+        assert buffer.flush() == 2
+    with database.read() as session:
+        rows = {
+            row.agent_id: row
+            for row in session.execute(
+                select(Runtime.agent_id, Runtime.last_session_id, Runtime.last_heartbeat_at)
+            )
+        }
+    assert rows["a"].last_session_id == awkward
+    assert rows["b"].last_session_id == "b"  # no session in the heartbeat: the last one stays
+    assert rows["a"].last_heartbeat_at == rows["b"].last_heartbeat_at == later

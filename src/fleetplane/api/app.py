@@ -65,6 +65,9 @@ def create_app(
         docs_url="/api/v1/docs",
         redoc_url=None,
         lifespan=lifespan,
+        # fleetplane reports through /metrics; FastAPI's OpenTelemetry hooks would otherwise
+        # look up the global providers (and the environment) on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.context = context
     errors.install(app)
