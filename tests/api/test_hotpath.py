@@ -454,3 +454,59 @@ def test_flush_writes_session_ids_verbatim_and_keeps_the_last_one_when_none(
     assert rows["a"].last_session_id == awkward
     assert rows["b"].last_session_id == "b"  # no session in the heartbeat: the last one stays
     assert rows["a"].last_heartbeat_at == rows["b"].last_heartbeat_at == later
+
+
+def test_a_new_credential_reaches_other_processes_without_dropping_their_caches(
+    settings: Settings, database: Database, clock: Clock
+) -> None:
+    short = settings.model_copy(update={"cache_poll_seconds": 0.2})
+    with _app(short, database, clock) as first, _app(short, database, clock) as second:
+        ws = make_workspace(first)
+        exchange = {"workspace_id": ws.workspace_id, "org_id": ws.org_id, "agent_id": "r"}
+        old = first.post("/api/v1/authenticate", json=exchange, headers=auth(ws.api_key))
+        assert old.status_code == 200, old.text
+        beat = {"session_id": "s"}
+        for _ in range(2):  # the second one is served from the cache
+            assert (
+                second.post(
+                    "/api/v1/heartbeat", json=beat, headers=auth(old.json()["token"])
+                ).status_code
+                == 200
+            )
+        for agent in ("x", "y"):  # other runtimes, cached by the second process
+            for _ in range(2):
+                answer = second.post(
+                    "/api/v1/heartbeat",
+                    json={"agent_id": agent, "session_id": agent},
+                    headers=auth(ws.api_key),
+                )
+                assert answer.status_code == 200
+        hot = second.app.state.context.hot  # type: ignore[attr-defined]
+        time.sleep(0.5)  # the workspace's creation has been seen by now
+        new = first.post("/api/v1/authenticate", json=exchange, headers=auth(ws.api_key))
+        assert new.status_code == 200
+        # At once in the process that replaced it.
+        assert (
+            first.post(
+                "/api/v1/heartbeat", json=beat, headers=auth(old.json()["token"])
+            ).status_code
+            == 401
+        )
+        time.sleep(0.5)
+        assert (
+            second.post(
+                "/api/v1/heartbeat", json=beat, headers=auth(old.json()["token"])
+            ).status_code
+            == 401
+        )
+        assert (
+            second.post(
+                "/api/v1/heartbeat", json=beat, headers=auth(new.json()["token"])
+            ).status_code
+            == 200
+        )
+        # Only that runtime was forgotten: the others are still answered from the cache.
+        assert hot.forgotten >= 1
+        assert hot.identities.get((ws.workspace_id, "agent", "x")) is not None
+        assert hot.identities.get((ws.workspace_id, "agent", "y")) is not None
+        assert hot.callers.get(token_hash(ws.api_key)) is not None

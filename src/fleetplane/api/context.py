@@ -138,6 +138,7 @@ class HotPath:
         # For /metrics: how often the request path had to read the database, and why.
         self.identity_loads = 0
         self.identity_reads = 0
+        self.forgotten = 0
         self.refreshed = 0
 
     def refresh(self) -> None:
@@ -171,6 +172,35 @@ class HotPath:
                 self.callers.pop(digest)
             else:
                 self.callers.put(digest, caller)
+
+    def forget_runtimes(self, runtime_ids: list[str]) -> None:
+        """Forget the cached identities of these runtimes (changed by another process).
+
+        A credential cached for one of them stays, but is checked against the runtime's
+        identity on use, which is read again with its current credential.
+        """
+        with self.database.engine.connect() as connection:
+            rows = connection.execute(
+                select(
+                    Runtime.id, Runtime.workspace_id, Runtime.agent_id, Runtime.last_session_id
+                ).where(Runtime.id.in_(set(runtime_ids)))
+            ).all()
+        if len(rows) < len(set(runtime_ids)):
+            self.invalidate()  # gone meanwhile: what names it in the caches is unknown
+            return
+        for row in rows:
+            self.forget_runtime(row.workspace_id, row.id, row.agent_id, row.last_session_id)
+
+    def forget_runtime(
+        self, workspace_id: str, runtime_id: str, agent_id: str, session_id: str | None
+    ) -> None:
+        """Forget one runtime's cached identity, under each lookup that can find it."""
+        self.generation += 1  # a read under way may predate the change: it must not cache
+        self.identities.pop((workspace_id, "id", runtime_id))
+        self.identities.pop((workspace_id, "agent", agent_id))
+        if session_id:
+            self.identities.pop((workspace_id, "session", session_id))
+        self.forgotten += 1
 
     def invalidate(self) -> None:
         """Forget every cached credential and answer: a change in this process shows at once."""

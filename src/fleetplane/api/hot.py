@@ -42,6 +42,10 @@ NON_INVALIDATING = frozenset(
         "/api/v1/sessions",
         "/api/v1/sessions/register",
         "/api/v1/sessions/deregister",
+        # These create a runtime or replace its credential: the route forgets that runtime
+        # itself, and other processes forget it through the audit log (ChangeWatcher).
+        "/api/v1/enroll",
+        "/api/v1/authenticate",
     }
 )
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -253,17 +257,21 @@ class HotPathMiddleware:
         hot.invalidate()
         await self.app(scope, receive, invalidating_send)
 
-    def _caller(self, scope: Scope) -> CachedCaller | None:
+    def _caller(self, scope: Scope) -> tuple[str, CachedCaller] | None:
+        """The cached credential of a request, with the token's hash."""
         token = bearer(scope)
         if token is None or not token.startswith(("fp_rt_", "fp_ws_")):
             return None
-        return self.context.hot.callers.get(token_hash(token))
+        digest = token_hash(token)
+        caller = self.context.hot.callers.get(digest)
+        return None if caller is None else (digest, caller)
 
     def _not_modified(self, scope: Scope, kind: str) -> bool:
-        caller = self._caller(scope)
+        found = self._caller(scope)
         presented = header(scope, b"if-none-match")
-        if caller is None or not presented:
+        if found is None or not presented:
             return False
+        caller = found[1]
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         asked = query.get("workspace_id", [caller.workspace_id])[0]
         if asked != caller.workspace_id:
@@ -272,9 +280,10 @@ class HotPathMiddleware:
         return etag is not None and etag in {p.strip() for p in presented.split(",")}
 
     async def _fast_heartbeat(self, scope: Scope, body: bytes, send: Send) -> bool:
-        caller = self._caller(scope)
-        if caller is None:
+        found = self._caller(scope)
+        if found is None:
             return False
+        digest, caller = found
         try:
             fields = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -296,6 +305,8 @@ class HotPathMiddleware:
             identity = await self._load_identity(caller, fields)
         if identity is None or not identity.has_heartbeat:
             return False
+        if caller.runtime_id is not None and identity.credential_hash != digest:
+            return False  # a credential replaced since it was cached: the full route says 401
         version = fields.get("runtime_version")
         if version not in (None, "unknown", identity.version):
             return False

@@ -87,6 +87,11 @@ class FleetCollector(Collector):
             value=hot.identity_reads,
         )
         yield CounterMetricFamily(
+            "fleetplane_cache_runtimes_forgotten",
+            "Runtimes dropped from this process's caches after a change to them alone",
+            value=hot.forgotten,
+        )
+        yield CounterMetricFamily(
             "fleetplane_cache_refreshed",
             "Cache entries re-read ahead of expiry, in batches, by this process",
             value=hot.refreshed,

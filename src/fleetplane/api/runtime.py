@@ -327,6 +327,10 @@ def authenticate(
             agent_id=body.agent_id,
             now=context.clock(),
         )
+    # The runtime's previous credential stops working in this process at once.
+    context.hot.forget_runtime(
+        runtime.workspace_id, runtime.id, runtime.agent_id, runtime.last_session_id
+    )
     return {
         "workspace_id": runtime.workspace_id,
         "org_id": body.org_id,
@@ -355,6 +359,7 @@ def enroll(body: schemas.EnrollRequest, context: Context) -> dict[str, Any]:
         # to its previous mode first, as on every other read (SPEC 3.7).
         workspace_service.lapse_dev_override(session, workspace_id=workspace.id, now=now)
         policy_mode = workspace.policy_mode
+    context.hot.forget_runtime(workspace.id, runtime.id, runtime.agent_id, runtime.last_session_id)
     return {
         "runtime_id": runtime.id,
         "credential": credential,

@@ -40,10 +40,13 @@ class RuntimeIdentity(NamedTuple):
     has_heartbeat: bool
     last_session_id: str | None
     apply_failed_hash: str | None = None
+    # The runtime's current credential: a cached credential naming this runtime is only good
+    # while it still matches (a new credential replaces the old one at once).
+    credential_hash: str | None = None
 
 
 def identity_query() -> Select[
-    str, str, str, str | None, str | None, datetime | None, str | None, str | None
+    str, str, str, str | None, str | None, datetime | None, str | None, str | None, str | None
 ]:
     """The columns a `RuntimeIdentity` is made of (add the WHERE)."""
     return select(
@@ -55,6 +58,7 @@ def identity_query() -> Select[
         Runtime.last_heartbeat_at,
         Runtime.last_session_id,
         Runtime.apply_failed_hash,
+        Runtime.credential_hash,
     )
 
 
@@ -68,6 +72,7 @@ def identity_from_row(row: Any) -> RuntimeIdentity:
         has_heartbeat=row.last_heartbeat_at is not None,
         last_session_id=row.last_session_id,
         apply_failed_hash=row.apply_failed_hash,
+        credential_hash=row.credential_hash,
     )
 
 
@@ -323,35 +328,118 @@ class Invalidatable(Protocol):
     def invalidate(self) -> None:
         """Forget every cached entry."""
 
+    def forget_runtimes(self, runtime_ids: list[str]) -> None:
+        """Forget what is cached about these runtimes only."""
+
     def refresh(self) -> None:
         """Re-read, in batches, the cached entries that are in use and getting old."""
 
 
-class ChangeWatcher:
-    """Notices changes other processes committed, through the audit log's newest sequence.
+# Audit actions that change one runtime and leave it in the database: a process need only
+# forget that runtime (its identity, which carries its current credential hash), not every
+# cache. Enrollments, credential exchanges and the sweep's archiving come and go all day in a
+# large fleet; dropping every cache for each would make every heartbeat a database read.
+# Anything else (a revocation, a purge, a key, a config or a policy change) drops everything.
+RUNTIME_SCOPED_ACTIONS = frozenset(
+    {
+        "runtime.enroll",
+        "runtime.reenroll",
+        "runtime.authenticate",
+        "runtime.preregister",
+        "runtime.archive",
+        "runtime.restore",
+    }
+)
+# Past this many changes in one poll, dropping everything is cheaper than sorting them out.
+TARGETED_MAX = 200
+# A sequence number below the newest that is not visible yet belongs to a transaction still
+# committing (PostgreSQL hands them out before commit); it is looked for again for this long.
+GAP_PATIENCE_SECONDS = 5.0
 
-    Every mutation writes its audit row in the same transaction as the change, so the newest
-    audit sequence moves exactly when a change was committed: one indexed read per interval
-    per process keeps every cache of every process within `interval` of the database.
+
+def runtimes_to_forget(changes: list[tuple[str, str]]) -> list[str] | None:
+    """The runtime ids named by (action, target) changes, or None if any needs a full drop."""
+    runtime_ids = []
+    for action, target in changes:
+        kind, _, runtime_id = target.partition(":")
+        if action not in RUNTIME_SCOPED_ACTIONS or kind != "runtime" or not runtime_id:
+            return None
+        runtime_ids.append(runtime_id)
+    return runtime_ids
+
+
+class ChangeWatcher:
+    """Notices changes other processes committed, through the audit log.
+
+    Every mutation writes its audit row in the same transaction as the change, so new audit
+    rows appear exactly when changes are committed: one indexed read per interval per process
+    keeps every cache of every process within `interval` of the database. A change to one
+    runtime forgets that runtime; any other change drops every cache.
     """
 
-    def __init__(self, database: Database, target: Invalidatable, *, interval: float) -> None:
+    def __init__(
+        self,
+        database: Database,
+        target: Invalidatable,
+        *,
+        interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.database = database
         self.target = target
         self.interval = interval
         self.seen: int | None = None
+        self._clock = clock
+        self._gaps: dict[int, float] = {}  # sequence not visible yet -> when first missed
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fleetplane-changes", daemon=True)
 
     def check(self) -> bool:
-        """Read the newest audit sequence; invalidate and return True if it moved."""
+        """Read the audit rows committed since the last check and act on them; True if any."""
         with self.database.engine.connect() as connection:
             newest = connection.execute(select(func.max(AuditEntry.seq))).scalar() or 0
-        moved = self.seen is not None and newest != self.seen
-        self.seen = newest
-        if moved:
+            if self.seen is None:
+                self.seen = newest
+                return False
+            if newest == self.seen and not self._gaps:
+                return False
+            if newest - self.seen > TARGETED_MAX:
+                self.seen, self._gaps = newest, {}
+                self.target.invalidate()
+                return True
+            since = min([self.seen, *(gap - 1 for gap in self._gaps)])
+            rows = connection.execute(
+                select(AuditEntry.seq, AuditEntry.action, AuditEntry.target)
+                .where(AuditEntry.seq > since, AuditEntry.seq <= newest)
+                .order_by(AuditEntry.seq)
+                .limit(TARGETED_MAX + 1)
+            ).all()
+        if len(rows) > TARGETED_MAX:
+            self.seen, self._gaps = max(newest, self.seen), {}
             self.target.invalidate()
-        return moved
+            return True
+        fresh = [row for row in rows if row.seq > self.seen or row.seq in self._gaps]
+        self._note_gaps({row.seq for row in rows}, newest)
+        self.seen = max(newest, self.seen)
+        if not fresh:
+            return False
+        runtime_ids = runtimes_to_forget([(row.action, row.target) for row in fresh])
+        if runtime_ids is None:
+            self.target.invalidate()
+        else:
+            self.target.forget_runtimes(runtime_ids)
+        return True
+
+    def _note_gaps(self, visible: set[int], newest: int) -> None:
+        now = self._clock()
+        waiting = {seq: since for seq, since in self._gaps.items() if seq not in visible}
+        for seq in range(self.seen + 1 if self.seen is not None else newest + 1, newest + 1):
+            if seq not in visible:
+                waiting.setdefault(seq, now)
+        # A sequence number whose transaction rolled back never appears: stop looking.
+        self._gaps = {
+            seq: since for seq, since in waiting.items() if now - since < GAP_PATIENCE_SECONDS
+        }
 
     def start(self) -> None:
         """Begin watching in the background."""
