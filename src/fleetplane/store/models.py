@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -179,8 +180,16 @@ class Runtime(Base):
     __tablename__ = "runtimes"
     # No index covers last_heartbeat_at: liveness flushes then update rows in place (migration
     # 0004; on PostgreSQL with fillfactor 80, as heap-only tuples).
+    # Archived runtimes are few and counted on every fleet page: a partial index finds them
+    # without a scan of the workspace (migration 0005). It names no heartbeat column.
     __table_args__ = (
         UniqueConstraint("workspace_id", "agent_id"),
+        Index(
+            "ix_runtimes_archived",
+            "workspace_id",
+            postgresql_where=text("archived_at IS NOT NULL"),
+            sqlite_where=text("archived_at IS NOT NULL"),
+        ),
         {"postgresql_with": {"fillfactor": 80}},
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
