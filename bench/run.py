@@ -160,8 +160,29 @@ def seed(url: str, *, small: int, big: int) -> Fleet:
         now=NOW,
         force=True,
     )
+    # A bulk load leaves the planner without statistics until something analyzes the tables
+    # (autovacuum's analyze on a production PostgreSQL, never on SQLite): do it now, as after
+    # any bulk load. Without it PostgreSQL estimated a few dozen rows for a 100,000-runtime
+    # workspace and sorted the whole workspace on disk for every fleet page.
+    analyze(url)
     database.dispose()
     return Fleet(url, ids["small"], ids["big"], big)
+
+
+def analyze(url: str) -> None:
+    """Refresh the planner's statistics, as autovacuum would on a production PostgreSQL."""
+    database = Database(url)
+    with database.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE"))
+    database.dispose()
+
+
+def autovacuum_on(url: str) -> bool:
+    database = Database(url)
+    with database.engine.connect() as conn:
+        setting = conn.execute(text("SHOW autovacuum")).scalar_one()
+    database.dispose()
+    return bool(setting == "on")
 
 
 @contextlib.contextmanager
@@ -473,7 +494,13 @@ def bench_database(kind: str, *, quick: bool, runs: int, workdir: Path) -> Resul
         results.figures["pull"] = pull_rates
         results.figures["pull_bare"] = bare_again
 
-        # Fleet pages with their summary.
+        # Fleet pages with their summary. After millions of heartbeat updates a production
+        # PostgreSQL has re-analyzed the runtimes table (autovacuum); where the server runs with
+        # autovacuum off, as this machine's does, the bench analyzes in its place and says so.
+        if kind == "postgresql":
+            results.figures["autovacuum"] = autovacuum_on(url)
+            if not results.figures["autovacuum"]:
+                analyze(url)
         token = operator_token(url)
         headers = {"Authorization": f"Bearer {token}"}
         base = f"{heartbeat_url}/api/v1/workspaces"
@@ -556,9 +583,14 @@ def render(all_results: list[Results], *, command: str, quick: bool, runs: int) 
                 f"| {db} | /fleet page of 100 + summary, 10,000 runtimes, {label} | p95 ≤ 100 ms | "
                 f"{f[key]:.0f} ms | {verdict(f[key] <= 100)} |"
             )
+        stats = (
+            "; autovacuum is off on this server: the bench ran ANALYZE in its place"
+            if f.get("autovacuum") is False
+            else ""
+        )
         lines.append(
             f"| {db} | /fleet page of 100 + summary, {f['runtimes']:,} runtimes | p95 ≤ 300 ms | "
-            f"{f['fleet_big']:.0f} ms | {verdict(f['fleet_big'] <= 300)} |"
+            f"{f['fleet_big']:.0f} ms{stats} | {verdict(f['fleet_big'] <= 300)} |"
         )
         rss = max(f["rss_mb"]) if f["rss_mb"] else float("nan")
         lines.append(
