@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
@@ -510,3 +513,50 @@ def test_a_new_credential_reaches_other_processes_without_dropping_their_caches(
         assert hot.identities.get((ws.workspace_id, "agent", "x")) is not None
         assert hot.identities.get((ws.workspace_id, "agent", "y")) is not None
         assert hot.callers.get(token_hash(ws.api_key)) is not None
+
+
+def _flush_after(buffer: hotpath_module.LivenessBuffer, start: threading.Barrier) -> int:
+    start.wait()
+    return buffer.flush()
+
+
+def test_flushes_of_two_processes_sharing_runtimes_do_not_deadlock(
+    settings: Settings, database: Database, clock: Clock
+) -> None:
+    # Two processes' buffers hold the same runtimes, taken in opposite orders (as heartbeats
+    # of one fleet reach both). Flushing at the same moment, each must lock the shared rows in
+    # the same order: otherwise on PostgreSQL each holds what the other waits for.
+    with _app(settings, database, clock) as client:
+        ws = make_workspace(client)
+    ids = [uuid.uuid4().hex for _ in range(2000)]
+    with database.engine.begin() as connection:
+        connection.execute(
+            insert(Runtime),
+            [
+                {
+                    "id": runtime_id,
+                    "workspace_id": ws.workspace_id,
+                    "agent_id": f"shared-{n}",
+                    "enrolled_at": clock.now,
+                }
+                for n, runtime_id in enumerate(ids)
+            ],
+        )
+    buffers = [hotpath_module.LivenessBuffer(database, max_pending=10_000) for _ in range(2)]
+    for round_ in range(1, 4):
+        seen = clock.now + timedelta(seconds=round_)
+        for runtime_id in ids:
+            buffers[0].offer(runtime_id, seen, "first")
+        for runtime_id in reversed(ids):
+            buffers[1].offer(runtime_id, seen, "second")
+        start = threading.Barrier(2)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            written = list(pool.map(_flush_after, buffers, [start, start]))
+        assert written == [2000, 2000]
+        with database.read() as session:
+            times = set(
+                session.scalars(
+                    select(Runtime.last_heartbeat_at).where(Runtime.workspace_id == ws.workspace_id)
+                )
+            )
+        assert times == {seen}

@@ -262,9 +262,12 @@ class LivenessBuffer:
                 if not self._pending:
                     return 0
                 batch, self._pending = self._pending, {}
-            ids = list(batch)
-            seen_ms = [epoch_ms(seen) for seen, _ in batch.values()]
-            sessions = [session_id for _, session_id in batch.values()]
+            # In id order: every process then locks the rows it shares with another's flush in
+            # the same order, and two flushes wait for each other instead of deadlocking (on
+            # PostgreSQL a deadlock costs both a second, `deadlock_timeout`, and one a retry).
+            ids = sorted(batch)
+            seen_ms = [epoch_ms(batch[runtime_id][0]) for runtime_id in ids]
+            sessions = [batch[runtime_id][1] for runtime_id in ids]
             started = time.monotonic()
             try:
                 with self.database.write_connection() as connection:
