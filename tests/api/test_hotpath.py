@@ -560,3 +560,33 @@ def test_flushes_of_two_processes_sharing_runtimes_do_not_deadlock(
                 )
             )
         assert times == {seen}
+
+
+def test_batched_reads_send_their_keys_as_one_parameter_on_postgresql(
+    slow_flush: Settings, database: Database, clock: Clock
+) -> None:
+    with _app(slow_flush, database, clock) as client:
+        ws = make_workspace(client)
+        agents = [f"batch-{i}" for i in range(600)]
+        _warm(client, ws.api_key, agents)
+        keys = [(ws.workspace_id, "agent", agent) for agent in agents]
+        keys.append((ws.workspace_id, "agent", "never-enrolled"))
+        parameters: list[Any] = []
+
+        def record(*args: Any) -> None:
+            parameters.append(args[3])
+
+        event.listen(database.engine, "before_cursor_execute", record)
+        try:
+            found = context_module.load_identities(database, keys)
+        finally:
+            event.remove(database.engine, "before_cursor_execute", record)
+    assert sorted(key[2] for key in found) == sorted(agents)
+    assert all(found[key].workspace_id == ws.workspace_id for key in found)
+    reads = [p for p in parameters if p]  # two chunks of at most REFRESH_BATCH keys
+    assert len(reads) == 2
+    if database.engine.dialect.name == "postgresql":
+        # One array of keys and the workspace id, not an IN list expanded key by key.
+        assert all(len(p) == 2 for p in reads), [len(p) for p in reads]
+    else:
+        assert sorted(len(p) for p in reads) == [101 + 1, 500 + 1]

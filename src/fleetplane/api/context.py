@@ -22,7 +22,7 @@ from fleetplane.services.hotpath import (
     identity_query,
 )
 from fleetplane.settings import Settings
-from fleetplane.store.db import Database
+from fleetplane.store.db import Database, one_of
 from fleetplane.store.models import Runtime, Workspace, WorkspaceKey
 
 
@@ -78,7 +78,8 @@ def load_identities(
             column = Runtime.id if kind == "id" else Runtime.agent_id
             for chunk in _chunks(values, REFRESH_BATCH):
                 query = identity_query().where(
-                    Runtime.workspace_id == workspace_id, column.in_(chunk)
+                    Runtime.workspace_id == workspace_id,
+                    one_of(column, chunk, dialect=database.dialect),
                 )
                 for row in connection.execute(query):
                     value = row.id if kind == "id" else row.agent_id
@@ -98,13 +99,18 @@ def load_callers(database: Database, digests: list[str]) -> dict[str, CachedCall
             keys = select(WorkspaceKey.key_hash, Workspace.id, Workspace.org_id).join(
                 Workspace, Workspace.id == WorkspaceKey.workspace_id
             )
-            keys = keys.where(WorkspaceKey.key_hash.in_(chunk), WorkspaceKey.revoked_at.is_(None))
+            keys = keys.where(
+                one_of(WorkspaceKey.key_hash, chunk, dialect=database.dialect),
+                WorkspaceKey.revoked_at.is_(None),
+            )
             for digest, workspace_id, org_id in connection.execute(keys):
                 found[digest] = CachedCaller(workspace_id, org_id, None)
             runtimes = select(
                 Runtime.credential_hash, Runtime.workspace_id, Workspace.org_id, Runtime.id
             ).join(Workspace, Workspace.id == Runtime.workspace_id)
-            runtimes = runtimes.where(Runtime.credential_hash.in_(chunk))
+            runtimes = runtimes.where(
+                one_of(Runtime.credential_hash, chunk, dialect=database.dialect)
+            )
             for credential_hash, workspace_id, org_id, runtime_id in connection.execute(runtimes):
                 if credential_hash is not None:
                     found[credential_hash] = CachedCaller(workspace_id, org_id, runtime_id)
