@@ -422,7 +422,7 @@ class ChangeWatcher:
             self.target.invalidate()
             return True
         fresh = [row for row in rows if row.seq > self.seen or row.seq in self._gaps]
-        self._note_gaps({row.seq for row in rows}, newest)
+        self._note_gaps({row.seq for row in rows}, after=self.seen, newest=newest)
         self.seen = max(newest, self.seen)
         if not fresh:
             return False
@@ -433,10 +433,10 @@ class ChangeWatcher:
             self.target.forget_runtimes(runtime_ids)
         return True
 
-    def _note_gaps(self, visible: set[int], newest: int) -> None:
+    def _note_gaps(self, visible: set[int], *, after: int, newest: int) -> None:
         now = self._clock()
         waiting = {seq: since for seq, since in self._gaps.items() if seq not in visible}
-        for seq in range(self.seen + 1 if self.seen is not None else newest + 1, newest + 1):
+        for seq in range(after + 1, newest + 1):
             if seq not in visible:
                 waiting.setdefault(seq, now)
         # A sequence number whose transaction rolled back never appears: stop looking.
