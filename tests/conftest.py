@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import os
 import shutil
 import uuid
@@ -25,11 +26,29 @@ POSTGRES_URL = os.environ.get(
     "FLEETPLANE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-VECTORS_DIR = Path(
-    os.environ.get(
-        "FLEETPLANE_VECTORS_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "vectors"
-    )
-)
+
+
+def _vectors_dir() -> Path:
+    """The reference vectors of the shared contract (`shared/vectors`).
+
+    `FLEETPLANE_VECTORS_DIR` if set; else `shared/vectors` beside this checkout, or beside the
+    local checkout it was cloned from (a clone made elsewhere, as CI makes one, still finds
+    them). Tests that read a vector fail when none of these holds it.
+    """
+    explicit = os.environ.get("FLEETPLANE_VECTORS_DIR")
+    if explicit:
+        return Path(explicit)
+    root = Path(__file__).resolve().parents[1]
+    candidates = [root.parent / "shared" / "vectors"]
+    git_config = configparser.ConfigParser(strict=False)
+    git_config.read(root / ".git" / "config")
+    origin = git_config.get('remote "origin"', "url", fallback="")
+    if origin and Path(origin).is_dir():
+        candidates.append(Path(origin).resolve().parent / "shared" / "vectors")
+    return next((path for path in candidates if path.is_dir()), candidates[0])
+
+
+VECTORS_DIR = _vectors_dir()
 START = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
 
