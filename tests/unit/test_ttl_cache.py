@@ -78,6 +78,63 @@ def test_refresh_ahead_names_entries_read_past_half_their_life() -> None:
     assert cache.get("used") == 3
 
 
+def test_an_entry_read_only_early_in_its_life_is_still_renewed() -> None:
+    # A runtime whose heartbeats reach this process in a burst, then not again for a while,
+    # is in use: its entry is renewed at half its life rather than left to expire into a
+    # database read on the request path.
+    ticks = Ticks()
+    cache: TtlCache[str, int] = TtlCache(
+        ttl=100, max_entries=10, clock=ticks, spread=0, refresh_ahead=True
+    )
+    cache.put("early", 1)
+    ticks.now += 10
+    assert cache.get("early") == 1
+    ticks.now += 39.9
+    assert cache.take_due(10) == []
+    ticks.now += 0.2
+    assert cache.take_due(10) == ["early"]
+
+
+def test_an_entry_first_read_after_half_its_life_is_renewed_at_the_last_look() -> None:
+    ticks = Ticks()
+    cache: TtlCache[str, int] = TtlCache(
+        ttl=100, max_entries=10, clock=ticks, spread=0, refresh_ahead=True
+    )
+    cache.put("late", 1)
+    cache.put("idle", 2)
+    ticks.now += 50.1
+    assert cache.take_due(10) == []  # neither was read in its first half
+    ticks.now += 20
+    assert cache.get("late") == 1
+    assert cache.take_due(10) == []  # the last look is at nine tenths of the life
+    ticks.now += 19.8
+    assert cache.take_due(10) == []
+    ticks.now += 0.2
+    assert cache.take_due(10) == ["late"]
+    cache.put("late", 3)  # renewed: a new life of its own
+    ticks.now += 10
+    assert cache.take_due(10) == []  # the idle entry is never due: it expires
+    assert cache.get("idle") is None
+    assert cache.get("late") == 3
+
+
+def test_entries_put_over_and_over_keep_the_refresh_schedule_small() -> None:
+    ticks = Ticks()
+    cache: TtlCache[int, int] = TtlCache(
+        ttl=100, max_entries=10, clock=ticks, spread=0, refresh_ahead=True
+    )
+    for n in range(10_000):
+        cache.put(n % 5, n)
+    assert len(cache) == 5
+    assert len(cache._looks) <= 2 * cache.max_entries  # not one look per put
+    # What is left of the schedule still renews every entry in use, once.
+    for key in range(5):
+        assert cache.get(key) == 9_995 + key
+    ticks.now += 50.1
+    assert sorted(cache.take_due(10)) == [0, 1, 2, 3, 4]
+    assert cache.take_due(10) == []
+
+
 def test_take_due_is_bounded() -> None:
     ticks = Ticks()
     cache: TtlCache[int, int] = TtlCache(

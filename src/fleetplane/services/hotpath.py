@@ -8,6 +8,7 @@ credential lifetime, and at once in the process that revoked it).
 
 from __future__ import annotations
 
+import heapq
 import logging
 import random
 import threading
@@ -98,16 +99,21 @@ class TtlCache(Generic[K, V]):
     cached in one burst (a server starting under a large fleet) then expire spread out,
     instead of all being read again from the database in the same moment.
 
-    With `refresh_ahead`, an entry read past half its life is also named by `take_due()`, so
-    that a background job can re-read it in a batch before it expires: a runtime heartbeating
-    steadily is then never a cache miss on the request path, and no entry is ever older than
-    `ttl`.
+    With `refresh_ahead`, `take_due()` names the entries to re-read in a batch before they
+    expire: at half its life, an entry read at least once since it was cached; failing that,
+    at nine tenths of its life, one read since. An entry in use is then renewed whatever the
+    pattern of its reads (a runtime whose heartbeats reach this process once a minute, or
+    twice in a burst and then not for two minutes), so it is never a miss on the request path,
+    and no entry is ever older than `ttl`. An entry nobody read simply expires.
 
     With `record` (a named tuple of plain values), each value is kept as an exact tuple and
     rebuilt on `get`. The collector untracks exact tuples of untracked values, so a cache of a
     whole fleet (hundreds of thousands of entries) adds nothing to its full passes: otherwise
     each pass walks every entry, and pauses the event loop for a tenth of a second or more.
     """
+
+    # When the last look at an entry falls, as a share of its life.
+    LAST_LOOK = 0.9
 
     def __init__(
         self,
@@ -126,9 +132,14 @@ class TtlCache(Generic[K, V]):
         self.refresh_ahead = refresh_ahead
         self._clock = clock
         self._random = random.Random()  # noqa: S311 - expiry spreading, not security
-        # key -> (refresh from, expires at, value, or its fields as an exact tuple)
-        self._entries: dict[K, tuple[float, float, Any]] = {}
-        self._due: set[K] = set()
+        # key -> (expires at, value or its fields as an exact tuple, number of the put)
+        self._entries: dict[K, tuple[float, Any, int]] = {}
+        self._puts = 0
+        # Refresh-ahead: the keys read since they were cached, and a heap of the moments to
+        # look at entries, (when, number of the put it is for, key, last look). A look whose
+        # entry was replaced or dropped since is skipped when it comes up.
+        self._read: set[K] = set()
+        self._looks: list[tuple[float, int, K, bool]] = []
         self._lock = threading.Lock()
 
     def get(self, key: K) -> V | None:
@@ -136,30 +147,31 @@ class TtlCache(Generic[K, V]):
         entry = self._entries.get(key)
         if entry is None:
             return None
-        refresh_at, expires, value = entry
-        now = self._clock()
-        if expires <= now:
+        if entry[0] <= self._clock():
             with self._lock:
                 self._entries.pop(key, None)
             return None
-        if refresh_at <= now:
-            self._due.add(key)
+        if self.refresh_ahead:
+            self._read.add(key)
         if self.record is not None:
-            return self.record(*value)
-        return value  # type: ignore[no-any-return]
+            return self.record(*entry[1])
+        return entry[1]  # type: ignore[no-any-return]
 
     def put(self, key: K, value: V) -> None:
         """Remember `value`; when full, forget everything (cheap, and entries are short-lived)."""
         with self._lock:
             if len(self._entries) >= self.max_entries:
-                self._entries.clear()
-                self._due.clear()
+                self._forget_all()
             now = self._clock()
             lifetime = self.ttl * (1 - self.spread * self._random.random())
-            refresh_at = now + lifetime / 2 if self.refresh_ahead else now + lifetime
             stored: Any = tuple(value) if self.record is not None else value  # type: ignore[arg-type]
-            self._entries[key] = (refresh_at, now + lifetime, stored)
-            self._due.discard(key)
+            self._puts += 1
+            self._entries[key] = (now + lifetime, stored, self._puts)
+            if self.refresh_ahead:
+                self._read.discard(key)
+                heapq.heappush(self._looks, (now + lifetime / 2, self._puts, key, False))
+                if len(self._looks) > 2 * self.max_entries:
+                    self._drop_stale_looks()
 
     def pop(self, key: K) -> None:
         """Forget one entry (the database no longer has it)."""
@@ -167,18 +179,43 @@ class TtlCache(Generic[K, V]):
             self._entries.pop(key, None)
 
     def take_due(self, limit: int) -> list[K]:
-        """Up to `limit` entries read past half their life since the last call (refresh-ahead)."""
+        """Up to `limit` entries in use that are due to be re-read (refresh-ahead)."""
+        now = self._clock()
+        due: list[K] = []
         with self._lock:
-            due: list[K] = []
-            while self._due and len(due) < limit:
-                due.append(self._due.pop())
-            return due
+            looks = self._looks
+            while looks and looks[0][0] <= now and len(due) < limit:
+                when, put, key, last = heapq.heappop(looks)
+                entry = self._entries.get(key)
+                if entry is None or entry[2] != put:
+                    continue  # replaced (refreshed) or dropped since
+                if key in self._read:
+                    self._read.discard(key)
+                    due.append(key)
+                elif not last:
+                    expires = entry[0]
+                    again = expires - (1 - self.LAST_LOOK) * 2 * (expires - when)
+                    heapq.heappush(looks, (again, put, key, True))
+        return due
 
     def clear(self) -> None:
         """Forget every entry (after a revocation or a desired-state change in this process)."""
         with self._lock:
-            self._entries.clear()
-            self._due.clear()
+            self._forget_all()
+
+    def _drop_stale_looks(self) -> None:
+        # Entries put again and again (faster than their looks come up) leave stale looks
+        # behind: keep the heap within a small multiple of the entries, whatever the rate.
+        entries = self._entries
+        self._looks = [
+            look for look in self._looks if (entry := entries.get(look[2])) and entry[2] == look[1]
+        ]
+        heapq.heapify(self._looks)
+
+    def _forget_all(self) -> None:
+        self._entries.clear()
+        self._read.clear()
+        self._looks.clear()
 
     def __len__(self) -> int:
         return len(self._entries)
