@@ -361,14 +361,37 @@ def test_probes_and_openapi(client: TestClient) -> None:
 
 def test_security_headers_on_every_response(client: TestClient) -> None:
     ws = make_workspace(client)
+    key = auth(ws.api_key)
+    pulled = client.get("/api/v1/config", headers=key)
     responses = [
         client.get("/healthz"),
         client.get("/api/v1/workspaces/nope", headers=ADMIN),
-        client.post("/api/v1/heartbeat", json={"session_id": "s"}, headers=auth(ws.api_key)),
-        client.post("/api/v1/heartbeat", json={"session_id": "s"}, headers=auth(ws.api_key)),
-        client.post("/api/v1/events", content=b"x" * 70_000, headers=auth(ws.api_key)),
+        client.post("/api/v1/heartbeat", json={"session_id": "s"}, headers=key),
+        # Answered from the cache by the hot path, in front of the middleware stack.
+        client.post("/api/v1/heartbeat", json={"session_id": "s"}, headers=key),
+        client.get("/api/v1/config", headers={**key, "If-None-Match": pulled.headers["etag"]}),
+        client.post("/api/v1/events", content=b"x" * 70_000, headers=key),
+        # A cached credential's oversized heartbeat is handed on, and refused as too large.
+        client.post(
+            "/api/v1/heartbeat",
+            content=b'{"session_id": "s", "pad": "' + b"x" * 70_000 + b'"}',
+            headers={**key, "Content-Type": "application/json"},
+        ),
+        # Streamed without a declared length, to the hot path and to a route: past the limit
+        # the answer is 413 (not the 400 FastAPI gives a body it could not read).
+        client.post(
+            "/api/v1/heartbeat",
+            content=iter([b"x" * 40_000, b"x" * 40_000]),
+            headers={**key, "Content-Type": "application/json"},
+        ),
+        client.post(
+            "/api/v1/events",
+            content=iter([b"x" * 40_000, b"x" * 40_000]),
+            headers={**key, "Content-Type": "application/json"},
+        ),
     ]
-    assert [r.status_code for r in responses] == [200, 404, 200, 200, 413]
+    assert [r.status_code for r in responses] == [200, 404, 200, 200, 304, 413, 413, 413, 413]
+    assert responses[-1].json()["error"]["code"] == "payload_too_large"
     for response in responses:
         csp = response.headers["content-security-policy"]
         assert "script-src 'self'" in csp

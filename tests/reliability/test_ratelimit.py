@@ -126,6 +126,30 @@ def test_runtime_credential_bucket_refuses_past_its_burst_and_refills(
 
 
 @pytest.mark.parametrize("harness", [CREDENTIAL_LIMITS], indirect=True)
+def test_a_heartbeat_the_hot_path_hands_on_is_charged_once(
+    harness: Harness, client: TestClient
+) -> None:
+    # The hot path charges a request it can answer from its cache before looking further; when
+    # the heartbeat turns out to change something (here a new version each time), the full
+    # route answers it, and the limiter behind the hot path must not charge it again.
+    ws = make_workspace(client)
+    credential = runtime_credential(client, ws.workspace_id, "rt-1")
+    versions = ["3.6.0", "3.7.1", "3.6.0", "3.7.1", "3.6.0", "3.7.1"]
+    answers = [
+        client.post(
+            HEARTBEAT,
+            json={"session_id": "s", "runtime_version": version},
+            headers=auth(credential),
+        )
+        for version in versions
+    ]
+    assert [answer.status_code for answer in answers] == [200] * 5 + [429]
+    assert_rate_limited(answers[-1], retry_after=2, limit="credential")
+    runtimes = client.get(f"/api/v1/workspaces/{ws.workspace_id}/fleet", headers=ADMIN).json()
+    assert [runtime["version"] for runtime in runtimes["runtimes"]] == ["3.6.0"]
+
+
+@pytest.mark.parametrize("harness", [CREDENTIAL_LIMITS], indirect=True)
 def test_a_workspace_key_serves_a_fleet_so_its_bucket_is_larger(client: TestClient) -> None:
     ws = make_workspace(client)
     answers = [beat(client, ws.api_key, agent=f"agent-{n}").status_code for n in range(12)]

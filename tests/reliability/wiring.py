@@ -1,6 +1,7 @@
 """Builds the app as `create_app` wires it, with the rate limiter's clock under test control.
 
-`create_app` adds `RateLimit` between `BodyLimit` and the hot path; the tests swap its clock.
+`create_app` gives the app one `RateLimiter`, used by the `RateLimit` middleware and by the hot
+path in front of the stack; the tests swap its clock.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from datetime import datetime
 from fastapi import FastAPI
 
 from fleetplane.api.app import create_app
-from fleetplane.api.ratelimit import RateLimit
+from fleetplane.api.ratelimit import RateLimit, RateLimiter
 from fleetplane.settings import Settings
 from fleetplane.store.db import Database
 
@@ -36,10 +37,11 @@ def rate_limited_app(
     clock: Callable[[], datetime],
     ticks: Callable[[], float],
 ) -> FastAPI:
-    """The app with `RateLimit` in place and reading `ticks` as its clock."""
+    """The app with `RateLimit` in place and its limiter reading `ticks` as its clock."""
     app = create_app(settings, database=database, clock=clock)
+    limiter: RateLimiter = app.state.rate_limiter
+    limiter.buckets.clock = ticks
     for entry in app.user_middleware:
-        if entry.cls is RateLimit:
-            entry.kwargs["clock"] = ticks
+        if entry.cls is RateLimit and entry.kwargs["limiter"] is limiter:
             return app
     raise AssertionError("create_app no longer installs the rate limiter")

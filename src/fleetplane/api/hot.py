@@ -1,18 +1,23 @@
-"""The hot path of the runtime surface, as lean ASGI: heartbeats from cached credentials into
-the liveness buffer, and 304s for unchanged pulls, without touching the database.
+"""The hot path of the runtime surface, as lean ASGI in front of the whole app: heartbeats
+from cached credentials into the liveness buffer, and 304s for unchanged pulls, without touching
+the database or passing through the middleware stack.
 
-Anything the fast path cannot answer with certainty (unknown credential, first heartbeat, a
-new version, a new config hash, a new session, bad input) goes to the regular FastAPI route,
-which does the full work and refills the caches. Every state-changing request outside the
-runtime surface clears the caches before its response leaves, so this process never serves a
-credential or desired state older than its own last change.
+What the stack does for every request (rate limits, the body limit, security headers, request
+metrics) the front does itself for the answers it gives, with the same limiter, headers and
+metrics. Anything it cannot answer with certainty (unknown credential, first heartbeat, a new
+version, a new config hash, a new session, bad input) goes to the app unchanged, and the
+regular FastAPI route does the full work and refills the caches. Every state-changing request
+outside the runtime surface clears the caches before its response leaves
+(`InvalidateOnChange`), so this process never serves a credential or desired state older than
+its own last change.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import orjson
@@ -21,11 +26,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fleetplane.api.context import AppContext, CachedCaller, load_identities
 from fleetplane.api.errors import error_body
+from fleetplane.api.ratelimit import CHARGED, RateLimiter, refusal
 from fleetplane.domain.tokens import token_hash
 from fleetplane.services.hotpath import (
     RuntimeIdentity,
     WorkspaceAnswer,
 )
+
+if TYPE_CHECKING:
+    from fleetplane.api.metrics import Metrics
 
 log = logging.getLogger("fleetplane.hotpath")
 HEARTBEAT = "/api/v1/heartbeat"
@@ -50,11 +59,6 @@ NON_INVALIDATING = frozenset(
 )
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _STRING_FIELDS = ("workspace_id", "session_id", "agent_id", "runtime_version", "config_hash")
-
-
-def iso_z(value: Any) -> str:
-    """ISO 8601 with a Z suffix."""
-    return str(value.isoformat()).replace("+00:00", "Z")
 
 
 def bearer(scope: Scope) -> str | None:
@@ -130,36 +134,43 @@ def remember_etag(
     context.hot.etags.put((workspace_id, kind), etag)
 
 
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes, list[Message], bool]:
+    """The body, the messages it came in, and whether it was read whole within `limit` bytes
+    (if not, reading stops there: the app, given the messages back, refuses it as too large)."""
+    messages: list[Message] = []
+    size = 0
     while True:
         message = await receive()
-        chunks.append(message.get("body", b""))
+        messages.append(message)
+        if message["type"] != "http.request":
+            return b"", messages, False
+        size += len(message.get("body", b""))
+        if size > limit:
+            return b"", messages, False
         if not message.get("more_body", False):
-            return b"".join(chunks)
+            if len(messages) == 1:
+                return message.get("body", b""), messages, True
+            return b"".join(m.get("body", b"") for m in messages), messages, True
 
 
-def _replay(body: bytes) -> Receive:
-    sent = False
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """A receive that gives back the messages read already, then reads on."""
+    pending = list(messages)
 
-    async def receive() -> Message:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
+    async def replayed() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
 
-    return receive
+    return replayed
 
 
-async def _respond(send: Send, status: int, payload: Any, extra: list[Any] | None = None) -> None:
-    body = orjson.dumps(payload) if payload is not None else b""
-    headers = [(b"content-length", str(len(body)).encode())]
-    if payload is not None:
-        headers.append((b"content-type", b"application/json"))
-    headers.extend(extra or [])
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+def _declared_length(scope: Scope) -> int:
+    raw = header(scope, b"content-length")
+    try:
+        return int(raw) if raw is not None else 0
+    except ValueError:
+        return 0
 
 
 class MissBatcher:
@@ -220,132 +231,204 @@ class MissBatcher:
             self._draining = False
 
 
-class HotPathMiddleware:
-    """Answers what it can from memory and hands the rest to the app."""
+Answer = tuple[int, Any, list[tuple[bytes, bytes]]]
 
-    def __init__(self, app: ASGIApp, *, context: AppContext) -> None:
+
+class HotPathFront:
+    """The outermost layer of the app: answers what it can from memory, hands on the rest."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        context: AppContext,
+        limiter: RateLimiter,
+        metrics: Metrics,
+        headers: list[tuple[bytes, bytes]],
+        max_body_bytes: int,
+    ) -> None:
         self.app = app
         self.context = context
+        self.limiter = limiter
+        self.metrics = metrics
+        self.headers = headers
+        self.max_body_bytes = max_body_bytes
         self.misses = MissBatcher(context)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        method, path = scope["method"], scope["path"]
-        if method == "POST" and path == HEARTBEAT:
-            body = await _read_body(receive)
-            answered = await self._fast_heartbeat(scope, body, send)
-            if not answered:
-                await self.app(scope, _replay(body), send)
-            return
-        if method == "GET" and path in PULLS and self._not_modified(scope, PULLS[path]):
-            etag = header(scope, b"if-none-match") or ""
-            await _respond(send, 304, None, [(b"etag", etag.encode("latin-1"))])
-            return
-        if method in SAFE_METHODS or path in NON_INVALIDATING:
-            await self.app(scope, receive, send)
-            return
-        hot = self.context.hot
+        if scope["type"] == "http":
+            method, path = scope["method"], scope["path"]
+            if method == "POST" and path == HEARTBEAT:
+                await self._heartbeat(scope, receive, send)
+                return
+            if method == "GET" and path in PULLS:
+                await self._pull(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
-        async def invalidating_send(message: Message) -> None:
-            # Clear before the answer leaves, so the caller's next request sees the change.
-            if message["type"] == "http.response.start":
-                hot.invalidate()
-            await send(message)
-
-        hot.invalidate()
-        await self.app(scope, receive, invalidating_send)
-
-    def _caller(self, scope: Scope) -> tuple[str, CachedCaller] | None:
-        """The cached credential of a request, with the token's hash."""
+    def _caller(self, scope: Scope) -> tuple[str, bool, CachedCaller] | None:
+        """The cached credential of a request, with the token's hash and whether it is a
+        workspace key."""
         token = bearer(scope)
         if token is None or not token.startswith(("fp_rt_", "fp_ws_")):
             return None
         digest = token_hash(token)
         caller = self.context.hot.callers.get(digest)
-        return None if caller is None else (digest, caller)
+        return None if caller is None else (digest, token.startswith("fp_ws_"), caller)
 
-    def _not_modified(self, scope: Scope, kind: str) -> bool:
+    def _charge(self, scope: Scope, digest: str, shared: bool) -> tuple[int, str] | None:
+        """Take this request's tokens, as `RateLimit` would; the refusal if a bucket is empty."""
+        limiter = self.limiter
+        if not limiter.enabled:
+            return None
+        refused = limiter.admit(
+            limiter.runtime_checks(scope, credential=("cred:" + digest, shared))
+        )
+        scope[CHARGED] = True  # handed on to the app, it is not charged again
+        return refused
+
+    async def _heartbeat(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
         found = self._caller(scope)
+        if found is None or _declared_length(scope) > self.max_body_bytes:
+            await self.app(scope, receive, send)
+            return
+        digest, shared, caller = found
+        refused = self._charge(scope, digest, shared)
+        if refused is not None:
+            await self._refuse(send, HEARTBEAT, "POST", refused, started)
+            return
+        body, messages, whole = await _read_body(receive, self.max_body_bytes)
+        answer: Answer | None = None
+        if whole:
+            try:
+                answer = await self._fast_heartbeat(caller, digest, body)
+            except Exception:
+                log.exception("the heartbeat fast path failed; the full route answers")
+        if answer is None:
+            await self.app(scope, _replay(messages, receive), send)
+            return
+        status, payload, extra = answer
+        await self._respond(send, HEARTBEAT, "POST", status, payload, extra, started)
+
+    async def _pull(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        path = scope["path"]
         presented = header(scope, b"if-none-match")
-        if found is None or not presented:
-            return False
-        caller = found[1]
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        asked = query.get("workspace_id", [caller.workspace_id])[0]
-        if asked != caller.workspace_id:
-            return False
+        found = self._caller(scope) if presented else None
+        if (
+            presented is None
+            or found is None
+            or not self._not_modified(scope, found[2], presented, PULLS[path])
+        ):
+            await self.app(scope, receive, send)
+            return
+        digest, shared, _caller = found
+        refused = self._charge(scope, digest, shared)
+        if refused is not None:
+            await self._refuse(send, path, "GET", refused, started)
+            return
+        etag = [(b"etag", presented.encode("latin-1"))]
+        await self._respond(send, path, "GET", 304, None, etag, started)
+
+    async def _respond(
+        self,
+        send: Send,
+        route: str,
+        method: str,
+        status: int,
+        payload: Any,
+        extra: list[tuple[bytes, bytes]],
+        started: float,
+    ) -> None:
+        body = orjson.dumps(payload, option=orjson.OPT_UTC_Z) if payload is not None else b""
+        headers = [(b"content-length", str(len(body)).encode())]
+        if payload is not None:
+            headers.append((b"content-type", b"application/json"))
+        headers += extra
+        headers += self.headers
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        self.metrics.observe(method, route, status, time.perf_counter() - started)
+
+    async def _refuse(
+        self, send: Send, route: str, method: str, refused: tuple[int, str], started: float
+    ) -> None:
+        body, headers = refusal(*refused)
+        headers += self.headers
+        await send({"type": "http.response.start", "status": 429, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        self.metrics.observe(method, route, 429, time.perf_counter() - started)
+
+    def _not_modified(self, scope: Scope, caller: CachedCaller, presented: str, kind: str) -> bool:
+        query = scope.get("query_string", b"")
+        if query:
+            asked = parse_qs(query.decode("latin-1")).get("workspace_id", [caller.workspace_id])
+            if asked[0] != caller.workspace_id:
+                return False
         etag = self.context.hot.etags.get((caller.workspace_id, kind))
         return etag is not None and etag in {p.strip() for p in presented.split(",")}
 
-    async def _fast_heartbeat(self, scope: Scope, body: bytes, send: Send) -> bool:
-        found = self._caller(scope)
-        if found is None:
-            return False
-        digest, caller = found
+    async def _fast_heartbeat(
+        self, caller: CachedCaller, digest: str, body: bytes
+    ) -> Answer | None:
+        """The answer to a heartbeat from cached state, or None for the full route."""
         try:
             fields = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return False
+            return None
         if not isinstance(fields, dict):
-            return False
+            return None
         for name in _STRING_FIELDS:
             value = fields.get(name)
             if value is not None and not isinstance(value, str):
-                return False
+                return None
         workspace_id = fields.get("workspace_id")
         if workspace_id is not None and workspace_id != caller.workspace_id:
-            return False
+            return None
         if fields.get("config_apply_failed_hash") is not None:
-            return False  # a reported failure changes drift: the full route records it
+            return None  # a reported failure changes drift: the full route records it
         identity = self._identity(caller, fields)
         if identity is None:
             # A runtime this process has not seen yet: one indexed read, no write.
             identity = await self._load_identity(caller, fields)
         if identity is None or not identity.has_heartbeat:
-            return False
+            return None
         if caller.runtime_id is not None and identity.credential_hash != digest:
-            return False  # a credential replaced since it was cached: the full route says 401
+            return None  # a credential replaced since it was cached: the full route says 401
         version = fields.get("runtime_version")
         if version not in (None, "unknown", identity.version):
-            return False
+            return None
         observed = fields.get("config_hash")
         if observed is not None and observed != identity.observed_config_hash:
-            return False
+            return None
         if observed is not None and observed == identity.apply_failed_hash:
-            return False  # reporting the hash it failed to apply as applied clears the failure
+            return None  # reporting the hash it failed to apply as applied clears the failure
         session_id = fields.get("session_id")
         if session_id and session_id != identity.last_session_id:
-            return False
+            return None
         answer = self.context.hot.answers.get(caller.workspace_id)
         now = self.context.clock()
         if answer is None or (answer.dev_override_until and answer.dev_override_until <= now):
-            return False
+            return None
         if not self.context.hot.liveness.offer(identity.runtime_id, now, session_id):
-            await _respond(
-                send,
-                429,
-                error_body(
-                    "rate_limited",
-                    "the server is catching up; retry shortly",
-                    {"retryAfterSeconds": 1},
-                ),
-                [(b"retry-after", b"1")],
+            busy = error_body(
+                "rate_limited",
+                "the server is catching up; retry shortly",
+                {"retryAfterSeconds": 1},
             )
-            return True
-        await _respond(
-            send,
+            return 429, busy, [(b"retry-after", b"1")]
+        return (
             200,
             {
                 "status": "ok",
-                "server_time": iso_z(now),
+                "server_time": now,
                 "next_heartbeat_ms": self.context.settings.heartbeat_interval_seconds * 1000,
                 "config_hash": answer.config_hash,
                 "policy_mode": answer.policy_mode,
             },
+            [],
         )
-        return True
 
     async def _load_identity(
         self, caller: CachedCaller, fields: dict[str, Any]
@@ -370,3 +453,30 @@ class HotPathMiddleware:
         if session_id:
             return cache.get(identity_key(caller.workspace_id, "session", session_id))
         return None
+
+
+class InvalidateOnChange:
+    """Clears this process's caches around every request that may change what they hold."""
+
+    def __init__(self, app: ASGIApp, *, context: AppContext) -> None:
+        self.app = app
+        self.context = context
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] in SAFE_METHODS
+            or scope["path"] in NON_INVALIDATING
+        ):
+            await self.app(scope, receive, send)
+            return
+        hot = self.context.hot
+
+        async def invalidating_send(message: Message) -> None:
+            # Clear before the answer leaves, so the caller's next request sees the change.
+            if message["type"] == "http.response.start":
+                hot.invalidate()
+            await send(message)
+
+        hot.invalidate()
+        await self.app(scope, receive, invalidating_send)

@@ -12,7 +12,7 @@ import hmac
 import logging
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -226,6 +226,22 @@ class Metrics:
         )
         self.registry.register(FleetCollector(context, alerting))
         self._static_paths: frozenset[str] | None = None
+        # (method, route, status) -> its counter and histogram, looked up once: the label
+        # values are bounded (HTTP methods, route templates, status codes).
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one answered request and its duration."""
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def route_label(self, scope: Scope) -> str:
         """The route template that answered (bounded label values), or `unmatched`."""
@@ -265,10 +281,12 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, observing_send)
         finally:
-            route = self.metrics.route_label(scope)
-            method = scope.get("method", "")
-            self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)
+            self.metrics.observe(
+                scope.get("method", ""),
+                self.metrics.route_label(scope),
+                status,
+                time.perf_counter() - started,
+            )
 
 
 def install(app: FastAPI, context: AppContext, alerting: Alerting) -> Metrics:

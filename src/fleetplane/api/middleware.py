@@ -47,6 +47,13 @@ class BodyLimit:
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if refused:
+                # The body passed the limit while the app read it, and the app answered its
+                # own way (FastAPI calls a body it could not read a 400): the answer is 413.
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await self._refuse(send)
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
@@ -96,14 +103,20 @@ SECURITY_HEADERS = [
 ]
 
 
+def security_headers(*, hsts: bool) -> list[tuple[bytes, bytes]]:
+    """The headers every response carries (HSTS only where the server is reached over HTTPS)."""
+    headers = list(SECURITY_HEADERS)
+    if hsts:
+        headers.append((b"strict-transport-security", b"max-age=31536000"))
+    return headers
+
+
 class SecurityHeaders:
     """Adds the security headers to every response, including those answered by other middleware."""
 
     def __init__(self, app: ASGIApp, *, hsts: bool) -> None:
         self.app = app
-        self.headers = list(SECURITY_HEADERS)
-        if hsts:
-            self.headers.append((b"strict-transport-security", b"max-age=31536000"))
+        self.headers = security_headers(hsts=hsts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -78,7 +78,7 @@ class Buckets:
 
     def __init__(self, *, max_buckets: int, clock: Callable[[], float]) -> None:
         self.max_buckets = max_buckets
-        self._clock = clock
+        self.clock = clock
         # key -> (tokens, updated_at, limit)
         self._buckets: dict[str, tuple[float, float, Limit]] = {}
 
@@ -88,12 +88,12 @@ class Buckets:
 
     def wait(self, key: str, limit: Limit) -> float:
         """Seconds until `key` has a token (0 when it has one now); takes nothing."""
-        level = self._level(key, limit, self._clock())
+        level = self._level(key, limit, self.clock())
         return 0.0 if level >= 1.0 else (1.0 - level) / limit.per_second
 
     def take(self, key: str, limit: Limit) -> None:
         """Take one token from `key`'s bucket (after `wait` said 0)."""
-        now = self._clock()
+        now = self.clock()
         level = self._level(key, limit, now)
         if key not in self._buckets and len(self._buckets) >= self.max_buckets:
             self._evict(now)
@@ -158,14 +158,22 @@ def _digest(value: bytes) -> str:
     return hashlib.sha256(value).hexdigest()
 
 
-def credential_key(scope: Scope) -> tuple[str, bool] | None:
-    """The bucket key of the request's bearer credential, and whether it is a workspace key."""
+def bearer_token(scope: Scope) -> bytes | None:
+    """The request's bearer token, as sent."""
     raw = _header(scope, b"authorization")
     if raw is None:
         return None
     scheme, _, token = raw.partition(b" ")
     token = token.strip()
     if scheme.lower() != b"bearer" or not token:
+        return None
+    return token
+
+
+def credential_key(scope: Scope) -> tuple[str, bool] | None:
+    """The bucket key of the request's bearer credential, and whether it is a workspace key."""
+    token = bearer_token(scope)
+    if token is None:
         return None
     return "cred:" + _digest(token), token.startswith(b"fp_ws_")
 
@@ -231,59 +239,86 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
     return replayed
 
 
-class RateLimit:
-    """Token buckets in front of the runtime surface and sign-in; 429 past them."""
+# Set in a request's scope by the hot path once it has charged the request to its buckets, so
+# that the request, handed on to the full app, is not charged twice.
+CHARGED = "fleetplane.rate_charged"
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        settings: Settings,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.app = app
+
+class RateLimiter:
+    """This process's token buckets and limits, shared by the middleware and the hot path."""
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.enabled = settings.rate_limit_enabled
         self.limits = Limits.from_settings(settings)
         self.buckets = Buckets(max_buckets=settings.rate_limit_max_buckets, clock=clock)
         self.refused = 0
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.enabled or scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        method, path = scope["method"], scope["path"]
-        address = client_address(scope)
-        if method == "POST" and path in LOGIN_PATHS:
-            body, messages = await _read_body(receive, _MAX_LOGIN_BODY)
-            receive = _replay(messages, receive)
-            checks = [("login-addr:" + address, self.limits.login, "address")]
-            account = login_account(body, _header(scope, b"content-type"))
-            if account is not None:
-                checks.append(
-                    ("login-account:" + _digest(account.encode()), self.limits.login, "account")
-                )
-        elif is_runtime_surface(method, path):
-            checks = [("addr:" + address, self.limits.address, "address")]
+    def runtime_checks(
+        self, scope: Scope, *, credential: tuple[str, bool] | None = None
+    ) -> list[tuple[str, Limit, str]]:
+        """The buckets a runtime-surface request takes from: its address's and its credential's.
+
+        `credential` is the request's `credential_key`, when the caller has worked it out.
+        """
+        checks = [("addr:" + client_address(scope), self.limits.address, "address")]
+        if credential is None:
             credential = credential_key(scope)
-            if credential is not None:
-                key, shared = credential
-                limit = self.limits.workspace_key if shared else self.limits.credential
-                checks.append((key, limit, "credential"))
-        else:
-            await self.app(scope, receive, send)
-            return
+        if credential is not None:
+            key, shared = credential
+            limit = self.limits.workspace_key if shared else self.limits.credential
+            checks.append((key, limit, "credential"))
+        return checks
+
+    def admit(self, checks: list[tuple[str, Limit, str]]) -> tuple[int, str] | None:
+        """Take a token from each bucket, or, when one is empty, take none and return the
+        seconds to wait (at least 1) and which limit was met."""
         waits = [(self.buckets.wait(key, limit), scope_name) for key, limit, scope_name in checks]
         longest, which = max(waits)
         if longest > 0:
             self.refused += 1
-            await _refuse(send, retry_after=max(1, math.ceil(longest)), which=which)
-            return
+            return max(1, math.ceil(longest)), which
         for key, limit, _ in checks:
             self.buckets.take(key, limit)
+        return None
+
+
+class RateLimit:
+    """Token buckets in front of the runtime surface and sign-in; 429 past them."""
+
+    def __init__(self, app: ASGIApp, *, limiter: RateLimiter) -> None:
+        self.app = app
+        self.limiter = limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limiter = self.limiter
+        if not limiter.enabled or scope["type"] != "http" or scope.get(CHARGED):
+            await self.app(scope, receive, send)
+            return
+        method, path = scope["method"], scope["path"]
+        if method == "POST" and path in LOGIN_PATHS:
+            address = client_address(scope)
+            body, messages = await _read_body(receive, _MAX_LOGIN_BODY)
+            receive = _replay(messages, receive)
+            checks = [("login-addr:" + address, limiter.limits.login, "address")]
+            account = login_account(body, _header(scope, b"content-type"))
+            if account is not None:
+                checks.append(
+                    ("login-account:" + _digest(account.encode()), limiter.limits.login, "account")
+                )
+        elif is_runtime_surface(method, path):
+            checks = limiter.runtime_checks(scope)
+        else:
+            await self.app(scope, receive, send)
+            return
+        refusal = limiter.admit(checks)
+        if refusal is not None:
+            await _refuse(send, retry_after=refusal[0], which=refusal[1])
+            return
         await self.app(scope, receive, send)
 
 
-async def _refuse(send: Send, *, retry_after: int, which: str) -> None:
+def refusal(retry_after: int, which: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The 429 answer's body and headers."""
     body = json.dumps(
         error_body(
             "rate_limited",
@@ -291,15 +326,14 @@ async def _refuse(send: Send, *, retry_after: int, which: str) -> None:
             {"retryAfterSeconds": retry_after, "limit": which},
         )
     ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 429,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"retry-after", str(retry_after).encode()),
-            ],
-        }
-    )
+    return body, [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", str(retry_after).encode()),
+    ]
+
+
+async def _refuse(send: Send, *, retry_after: int, which: str) -> None:
+    body, headers = refusal(retry_after, which)
+    await send({"type": "http.response.start", "status": 429, "headers": headers})
     await send({"type": "http.response.body", "body": body})
