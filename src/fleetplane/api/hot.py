@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fleetplane.api.context import AppContext, CachedCaller, load_identities
 from fleetplane.api.errors import error_body
-from fleetplane.api.ratelimit import CHARGED, RateLimiter, refusal
+from fleetplane.api.ratelimit import CHARGED, RateLimiter, refusal, replay
 from fleetplane.domain.tokens import token_hash
 from fleetplane.services.hotpath import (
     RuntimeIdentity,
@@ -151,18 +151,6 @@ async def _read_body(receive: Receive, limit: int) -> tuple[bytes, list[Message]
             if len(messages) == 1:
                 return message.get("body", b""), messages, True
             return b"".join(m.get("body", b"") for m in messages), messages, True
-
-
-def _replay(messages: list[Message], receive: Receive) -> Receive:
-    """A receive that gives back the messages read already, then reads on."""
-    pending = list(messages)
-
-    async def replayed() -> Message:
-        if pending:
-            return pending.pop(0)
-        return await receive()
-
-    return replayed
 
 
 def _declared_length(scope: Scope) -> int:
@@ -306,7 +294,7 @@ class HotPathFront:
             except Exception:
                 log.exception("the heartbeat fast path failed; the full route answers")
         if answer is None:
-            await self.app(scope, _replay(messages, receive), send)
+            await self.app(scope, replay(messages, receive), send)
             return
         status, payload, extra = answer
         await self._respond(send, HEARTBEAT, "POST", status, payload, extra, started)

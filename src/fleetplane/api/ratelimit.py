@@ -228,7 +228,8 @@ async def _read_body(receive: Receive, limit: int) -> tuple[bytes, list[Message]
     return (b"".join(chunks) if size <= limit else b""), messages
 
 
-def _replay(messages: list[Message], receive: Receive) -> Receive:
+def replay(messages: list[Message], receive: Receive) -> Receive:
+    """A receive that gives back the messages read already, then reads on."""
     pending = list(messages)
 
     async def replayed() -> Message:
@@ -298,7 +299,7 @@ class RateLimit:
         if method == "POST" and path in LOGIN_PATHS:
             address = client_address(scope)
             body, messages = await _read_body(receive, _MAX_LOGIN_BODY)
-            receive = _replay(messages, receive)
+            receive = replay(messages, receive)
             checks = [("login-addr:" + address, limiter.limits.login, "address")]
             account = login_account(body, _header(scope, b"content-type"))
             if account is not None:
