@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import ruamel.yaml
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect, text
 
@@ -187,3 +188,20 @@ def snapshot(database: Database) -> dict[str, list[tuple[Any, ...]]]:
             rows = conn.execute(text(f'SELECT * FROM "{table}"')).all()
             result[table] = sorted(tuple(map(repr, row)) for row in rows)
     return result
+
+
+@pytest.fixture
+def parser_events(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many events the YAML parser has handed out, one counter per parse: proof that a
+    refused document was refused after bounded work, without timing anything."""
+    counts: list[int] = []
+    parse = ruamel.yaml.YAML.parse
+
+    def counted(self: ruamel.yaml.YAML, stream: str) -> Iterator[Any]:
+        counts.append(0)
+        for event in parse(self, stream):
+            counts[-1] += 1
+            yield event
+
+    monkeypatch.setattr(ruamel.yaml.YAML, "parse", counted)
+    return counts

@@ -1,5 +1,5 @@
 """Config input hardening: YAML and JSON bombs sent to PUT /workspaces/{id}/config are refused
-with 413 or 422 in bounded time, leave the database as it was, and the limits are settings."""
+with 413 or 422 after bounded work, leave the database as it was, and the limits are settings."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fleetplane.api.app import create_app
-from fleetplane.domain.config_hash import parse_workspace_yaml
+from fleetplane.domain.config_hash import DEFAULT_MAX_DEPTH, DEFAULT_MAX_NODES, parse_workspace_yaml
 from fleetplane.domain.errors import InvalidDocument
 from fleetplane.settings import Settings
 from fleetplane.store.db import Database
@@ -20,8 +20,9 @@ from tests.conftest import ADMIN, BOOTSTRAP_TOKEN, Clock, WorkspaceFixture, make
 from tests.reliability import figures
 
 MiB = 1024 * 1024
-# Generous for a shared 2-core machine; the slowest bomb takes about 1.5 s alone.
-BOUND_SECONDS = 6.0
+# A refused YAML bomb is refused after at most one event per node allowed, one per level
+# allowed, and the few that open the stream, the document and the top-level map.
+EVENT_BOUND = DEFAULT_MAX_NODES + DEFAULT_MAX_DEPTH + 3
 JSON = "application/json"
 YAML = "application/yaml"
 
@@ -131,8 +132,8 @@ def put_config(
     return answer, time.perf_counter() - started
 
 
-def test_every_bomb_is_refused_quickly_and_changes_nothing(
-    app_client: TestClient, sqlite_database: Database
+def test_every_bomb_is_refused_after_bounded_work_and_changes_nothing(
+    app_client: TestClient, sqlite_database: Database, parser_events: list[int]
 ) -> None:
     ws = make_workspace(app_client)
     accepted, _ = put_config(app_client, ws, '{"agents": {"max": 3}}', JSON)
@@ -140,11 +141,16 @@ def test_every_bomb_is_refused_quickly_and_changes_nothing(
     before = snapshot(sqlite_database)
     timings = {}
     for name, (content_type, body, status, code) in BOMBS.items():
+        parser_events.clear()
         answer, elapsed = put_config(app_client, ws, body, content_type)
         timings[name] = elapsed
         assert answer.status_code == status, (name, answer.text[:300])
         assert answer.json()["error"]["code"] == code, name
-        assert elapsed < BOUND_SECONDS, (name, elapsed)
+        # The work is bounded by the limits, not by the document (the times are reported in
+        # docs/reliability.md, not asserted: they depend on the machine).
+        assert all(count <= EVENT_BOUND for count in parser_events), (name, parser_events)
+        if content_type == YAML and status == 422:
+            assert parser_events, name
     figures.record("config bombs", {name: round(s, 3) for name, s in timings.items()})
     assert snapshot(sqlite_database) == before
     revision = app_client.get(f"/api/v1/workspaces/{ws.workspace_id}", headers=ADMIN).json()
