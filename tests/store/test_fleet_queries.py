@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, select
 
-from fleetplane.domain.fleet import FleetSummary, HealthThresholds, drift, health
+from fleetplane.domain.fleet import Drift, Health, HealthThresholds, drift, health
 from fleetplane.domain.versions import compatibility, version_sort_key
 from fleetplane.store.db import Database
 from fleetplane.store.fleet_queries import (
@@ -17,7 +17,8 @@ from fleetplane.store.fleet_queries import (
     drift_expression,
     drift_reason_expression,
     health_expression,
-    summary_query,
+    state_counts,
+    state_counts_query,
 )
 from fleetplane.store.models import Org, Runtime, Workspace
 
@@ -124,12 +125,19 @@ def test_sql_rules_match_domain_rules(database: Database, states: list[dict[str,
                 drift_reason_expression(CONTEXT),
             ).order_by(Runtime.agent_id)
         ).all()
-        groups = [
-            (h, d, n)
-            for h, d, n in session.execute(
-                summary_query(CONTEXT, [Runtime.workspace_id == workspace_id])
-            )
-        ]
+        counted = state_counts(
+            session.execute(
+                state_counts_query(CONTEXT, [Runtime.workspace_id == workspace_id])
+            ).one()
+        )
+        nothing = state_counts(
+            session.execute(state_counts_query(CONTEXT, [Runtime.workspace_id == "none"])).one()
+        )
     assert [tuple(row) for row in rows] == expected
-    summary = FleetSummary.from_groups(groups)
-    assert summary == FleetSummary.from_groups([(e[1], e[3], 1) for e in expected])
+    assert counted.health == {h: sum(e[1] == h.value for e in expected) for h in Health}
+    assert counted.drift == {d: sum(e[3] == d.value for e in expected) for d in Drift}
+    assert counted.on_desired == sum(state["observed"] == DESIRED for state in states)
+    assert counted.total == len(states)
+    assert nothing == state_counts((0,) * 8)
+    assert nothing.total == 0
+    assert set(nothing.health.values()) == set(nothing.drift.values()) == {0}

@@ -159,15 +159,15 @@ def test_drift_table_first_match_wins() -> None:
     )
 
 
-def test_summary_folds_group_rows() -> None:
-    summary = FleetSummary.from_groups(
-        [
-            ("connected", "aligned", 3),
-            ("stale", "needs_reconcile", 2),
-            ("never", "awaiting_sync", 1),
-            ("dormant", "upgrade_required", 4),
-            ("connected", "needs_reconcile", 5),
-        ]
+def test_summary_from_counts() -> None:
+    summary = FleetSummary.from_counts(
+        {Health.CONNECTED: 8, Health.STALE: 2, Health.NEVER: 1, Health.DORMANT: 4},
+        {
+            Drift.ALIGNED: 3,
+            Drift.NEEDS_RECONCILE: 7,
+            Drift.AWAITING_SYNC: 1,
+            Drift.UPGRADE_REQUIRED: 4,
+        },
     )
     assert summary.to_api() == {
         "total": 15,
@@ -180,4 +180,4 @@ def test_summary_folds_group_rows() -> None:
         "upgradeRequired": 4,
         "awaitingSync": 1,
     }
-    assert FleetSummary.from_groups([]).to_api()["total"] == 0
+    assert FleetSummary.from_counts({}, {}).to_api() == dict.fromkeys(summary.to_api(), 0)

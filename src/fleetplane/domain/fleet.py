@@ -5,6 +5,7 @@ The store evaluates the same rules in SQL for aggregates; tests hold the two to 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -109,23 +110,18 @@ class FleetSummary:
     awaiting_sync: int = 0
 
     @classmethod
-    def from_groups(cls, groups: list[tuple[str, str, int]]) -> FleetSummary:
-        """Fold `(health, drift, count)` rows, as a GROUP BY returns them, into a summary."""
-        health_counts = dict.fromkeys(Health, 0)
-        drift_counts = dict.fromkeys(Drift, 0)
-        for health_value, drift_value, count in groups:
-            health_counts[Health(health_value)] += count
-            drift_counts[Drift(drift_value)] += count
+    def from_counts(cls, health: Mapping[Health, int], drift: Mapping[Drift, int]) -> FleetSummary:
+        """The summary of runtimes counted per health and per drift state (absent ones: 0)."""
         return cls(
-            total=sum(health_counts.values()),
-            active=health_counts[Health.CONNECTED],
-            stale=health_counts[Health.STALE],
-            dormant=health_counts[Health.DORMANT],
-            never=health_counts[Health.NEVER],
-            aligned=drift_counts[Drift.ALIGNED],
-            needs_reconcile=drift_counts[Drift.NEEDS_RECONCILE],
-            upgrade_required=drift_counts[Drift.UPGRADE_REQUIRED],
-            awaiting_sync=drift_counts[Drift.AWAITING_SYNC],
+            total=sum(health.values()),
+            active=health.get(Health.CONNECTED, 0),
+            stale=health.get(Health.STALE, 0),
+            dormant=health.get(Health.DORMANT, 0),
+            never=health.get(Health.NEVER, 0),
+            aligned=drift.get(Drift.ALIGNED, 0),
+            needs_reconcile=drift.get(Drift.NEEDS_RECONCILE, 0),
+            upgrade_required=drift.get(Drift.UPGRADE_REQUIRED, 0),
+            awaiting_sync=drift.get(Drift.AWAITING_SYNC, 0),
         )
 
     def to_api(self) -> dict[str, int]:

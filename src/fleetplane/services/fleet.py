@@ -24,7 +24,8 @@ from fleetplane.store.fleet_queries import (
     drift_reason_expression,
     fleet_filters,
     health_expression,
-    rollout_summary_query,
+    state_counts,
+    state_counts_query,
     warnings_since,
 )
 from fleetplane.store.models import ConfigRevision, Runtime
@@ -117,9 +118,9 @@ def fleet_page(
     )
     if not include_archived:
         clauses.append(visible_clause())
-    groups = session.execute(rollout_summary_query(context, clauses)).all()
-    summary = FleetSummary.from_groups([(str(h), str(d), int(n)) for h, d, _, n in groups])
-    on_current = sum(int(n) for _, _, on_desired, n in groups if on_desired)
+    counts = state_counts(session.execute(state_counts_query(context, clauses)).one())
+    summary = FleetSummary.from_counts(counts.health, counts.drift)
+    on_current = counts.on_desired
     page_clauses = list(clauses)
     if cursor:
         after_agent, after_id = decode_cursor(cursor, length=2)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from fleetplane.domain.fleet import Drift, FleetSummary, Health
 from fleetplane.services import audit
-from fleetplane.store.fleet_queries import RuleContext, summary_query
+from fleetplane.store.fleet_queries import RuleContext, state_counts, state_counts_query
 from fleetplane.store.models import (
     EvidenceRef,
     Runtime,
@@ -101,8 +101,8 @@ def workspace_summary(
     """The workspace's fleet summary over visible runtimes, as the fleet API counts it."""
     context = rule_context(rules, now=now, desired_config_hash=workspace.config_hash)
     clauses = [Runtime.workspace_id == workspace.id, visible_clause()]
-    groups = session.execute(summary_query(context, clauses))
-    return FleetSummary.from_groups([(str(h), str(d), int(n)) for h, d, n in groups])
+    counts = state_counts(session.execute(state_counts_query(context, clauses)).one())
+    return FleetSummary.from_counts(counts.health, counts.drift)
 
 
 def archived_count(session: Session, *, workspace_id: str) -> int:
@@ -134,12 +134,12 @@ def fleet_counts(session: Session, *, rules: FleetRules, now: datetime) -> list[
     for workspace in session.scalars(select(Workspace).order_by(Workspace.id)):
         context = rule_context(rules, now=now, desired_config_hash=workspace.config_hash)
         clauses = [Runtime.workspace_id == workspace.id, visible_clause()]
-        health = dict.fromkeys(Health, 0)
-        drift = dict.fromkeys(Drift, 0)
-        for health_value, drift_value, count in session.execute(summary_query(context, clauses)):
-            health[Health(health_value)] += int(count)
-            drift[Drift(drift_value)] += int(count)
-        counts.append(FleetCounts(workspace.id, health, drift, int(archived.get(workspace.id, 0))))
+        states = state_counts(session.execute(state_counts_query(context, clauses)).one())
+        counts.append(
+            FleetCounts(
+                workspace.id, states.health, states.drift, int(archived.get(workspace.id, 0))
+            )
+        )
     return counts
 
 
