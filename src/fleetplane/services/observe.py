@@ -13,17 +13,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, SQLColumnExpression, and_, case, func, literal, select
+from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session
 
 from fleetplane.domain.fleet import Drift, FleetSummary, Health
-from fleetplane.domain.versions import version_sort_key
 from fleetplane.services import access, audit, credentials, fleet
 from fleetplane.services import workspaces as workspace_service
 from fleetplane.services.access import Level
 from fleetplane.services.lifecycle import visible_clause
 from fleetplane.services.workspaces import DEV_OVERRIDE, DesiredState
-from fleetplane.store.fleet_queries import RuleContext, health_expression
+from fleetplane.store.fleet_queries import RuleContext, drift_expression, health_expression
 from fleetplane.store.models import AuditEntry, ConfigRevision, Org, Runtime, User, Workspace
 
 OBSERVE_PAGE_SIZE = 50
@@ -31,26 +30,6 @@ MAX_OBSERVE_PAGE_SIZE = 500
 RUNTIME_PAGE_SIZE = 50
 HISTORY_ROWS = 20
 AUDIT_ROWS = 50
-
-
-def drift_by_workspace_expression(
-    *, minimum_version: str, full_sync_version: str, desired_config_hash: SQLColumnExpression[str]
-) -> ColumnElement[str]:
-    """SPEC 3.4's drift with the desired hash taken from a column (first matching row wins)."""
-    key = Runtime.version_key
-    observed = Runtime.observed_config_hash
-    below_minimum = and_(key.is_not(None), key < version_sort_key(minimum_version))
-    below_full = and_(key.is_not(None), key < version_sort_key(full_sync_version))
-    needs_reconcile = literal(Drift.NEEDS_RECONCILE.value)
-    return case(
-        (Runtime.last_heartbeat_at.is_(None), literal(Drift.AWAITING_SYNC.value)),
-        (below_minimum, literal(Drift.UPGRADE_REQUIRED.value)),
-        (Runtime.apply_failed_hash == desired_config_hash, needs_reconcile),
-        (observed.is_(None), needs_reconcile),
-        (observed != desired_config_hash, needs_reconcile),
-        (below_full, needs_reconcile),
-        else_=literal(Drift.ALIGNED.value),
-    )
 
 
 @dataclass(frozen=True)
@@ -85,11 +64,7 @@ def posture_query(
         full_sync_version=rules.full_sync_version,
         desired_config_hash="",  # unused by health; drift reads each workspace's own hash
     )
-    drift = drift_by_workspace_expression(
-        minimum_version=rules.minimum_version,
-        full_sync_version=rules.full_sync_version,
-        desired_config_hash=Workspace.config_hash,
-    )
+    drift = drift_expression(context, desired=Workspace.config_hash)
     states_query = (
         select(
             Runtime.workspace_id.label("workspace_id"),

@@ -10,7 +10,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, literal, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    SQLColumnExpression,
+    and_,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+)
 
 from fleetplane.domain.fleet import Drift, DriftReason, Health, HealthThresholds
 from fleetplane.domain.versions import Compatibility, version_sort_key
@@ -76,12 +86,17 @@ def compatibility_expression(context: RuleContext) -> ColumnElement[str]:
 
 
 def _drift_rows(
-    context: RuleContext,
+    context: RuleContext, desired: SQLColumnExpression[str] | None = None
 ) -> list[tuple[ColumnElement[bool], Drift, DriftReason | None]]:
+    """SPEC 3.4 as (condition, drift, reason) rows, the first match winning; aligned otherwise.
+
+    The desired hash is the context's, or `desired` (a column: each runtime's own workspace's).
+    """
     key = Runtime.version_key
     below_minimum = and_(key.is_not(None), key < version_sort_key(context.minimum_version))
     below_full = and_(key.is_not(None), key < version_sort_key(context.full_sync_version))
-    desired = context.desired_config_hash
+    if desired is None:
+        desired = literal(context.desired_config_hash)
     observed = Runtime.observed_config_hash
     return [
         (Runtime.last_heartbeat_at.is_(None), Drift.AWAITING_SYNC, DriftReason.NO_HEARTBEAT),
@@ -93,9 +108,14 @@ def _drift_rows(
     ]
 
 
-def drift_expression(context: RuleContext) -> ColumnElement[str]:
-    """SQL for SPEC 3.4's drift: the first matching row wins, as in `domain.fleet.drift`."""
-    rows = [(condition, drift) for condition, drift, _ in _drift_rows(context)]
+def drift_expression(
+    context: RuleContext, desired: SQLColumnExpression[str] | None = None
+) -> ColumnElement[str]:
+    """SQL for SPEC 3.4's drift: the first matching row wins, as in `domain.fleet.drift`.
+
+    `desired` replaces the context's desired hash with a column (see `_drift_rows`).
+    """
+    rows = [(condition, drift) for condition, drift, _ in _drift_rows(context, desired)]
     return _first_match(rows, Drift.ALIGNED, _enum_value)
 
 
