@@ -176,10 +176,6 @@ class StateCounts:
     drift: dict[Drift, int]
     on_desired: int
 
-    @property
-    def total(self) -> int:
-        return sum(self.health.values())
-
 
 def state_counts_query(context: RuleContext, clauses: list[ColumnElement[bool]]) -> Select[Any]:
     """One row of conditional sums over the runtimes `clauses` select; `state_counts` reads it.
