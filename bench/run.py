@@ -213,7 +213,9 @@ def server(
                 break
         time.sleep(0.3)
     else:
-        process.kill()
+        # The whole group: a server that started its workers and then failed leaves them behind.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         raise RuntimeError(f"server did not start: {log.read_text()[-2000:]}")
     try:
         yield process
