@@ -281,8 +281,12 @@ def test_entries_in_use_are_refreshed_ahead_in_batches(
         with statements(database) as seen:
             hot.refresh()
         selects = [sql for sql, _ in seen if sql.lstrip().upper().startswith("SELECT")]
-        # One batched read of the runtimes, two of the credentials (keys, runtime credentials).
-        assert len(selects) == 3, selects
+        # Batched reads: one of the runtimes by agent id (all twelve), one by id (the runtime
+        # whose credential heartbeated: its entry was put for that heartbeat, which is a use),
+        # and two of the credentials (keys, runtime credentials).
+        assert len(selects) == 4, selects
+        by_agent = [sql for sql in selects if "runtimes.agent_id" in sql.split("WHERE")[-1]]
+        assert len(by_agent) == 1, selects
         for key in keys:
             refreshed = hot.identities.get(key)
             assert refreshed is not None

@@ -118,6 +118,55 @@ def test_an_entry_first_read_after_half_its_life_is_renewed_at_the_last_look() -
     assert cache.get("late") == 3
 
 
+def test_an_entry_read_in_its_last_life_is_renewed_until_idle_for_the_ttl() -> None:
+    # With several worker processes, a runtime's heartbeats reach each one only now and then:
+    # an entry read once is still in use through a life without reads, and is renewed until
+    # nobody has read it for the whole ttl.
+    ticks = Ticks()
+    cache: TtlCache[str, int] = TtlCache(
+        ttl=100, max_entries=10, clock=ticks, spread=0, refresh_ahead=True
+    )
+    cache.put("seen", 1)
+    cache.put("never", 2)
+    ticks.now += 10
+    assert cache.get("seen") == 1  # its only read
+    ticks.now += 40.1
+    assert cache.take_due(10) == ["seen"]
+    cache.put("seen", 3)  # renewed at 50.1: no read in this life
+    ticks.now += 50  # 100.1: half of the new life, 90.1 s after the read
+    assert cache.take_due(10) == ["seen"]
+    cache.put("seen", 4)  # renewed at 100.1
+    ticks.now += 50  # 150.1: the read is 140.1 s old, past the ttl
+    assert cache.take_due(10) == []
+    ticks.now += 40  # 190.1: the last look finds it idle too
+    assert cache.take_due(10) == []
+    ticks.now += 10
+    assert cache.get("seen") is None  # expired: a runtime that went away leaves the cache
+    assert cache.get("never") is None
+    assert cache._read == {}  # nothing is kept for entries that are gone
+
+
+def test_an_entry_a_request_needed_counts_as_read_when_put() -> None:
+    # A runtime's first heartbeat in a process misses and its entry is put for it: that is a
+    # use, though nothing has read the entry yet. A renewal's put is not.
+    ticks = Ticks()
+    cache: TtlCache[str, int] = TtlCache(
+        ttl=100, max_entries=10, clock=ticks, spread=0, refresh_ahead=True
+    )
+    cache.put("missed", 1, used=True)
+    cache.put("renewed", 2)
+    ticks.now += 50.1
+    assert cache.take_due(10) == ["missed"]
+    cache.put("missed", 3)  # the renewal at 50.1
+    ticks.now += 50  # 100.1: the put that was a use is now older than the ttl
+    assert cache.take_due(10) == []
+    ticks.now += 40
+    assert cache.take_due(10) == []
+    ticks.now += 10
+    assert cache.get("missed") is None
+    assert cache.get("renewed") is None
+
+
 def test_entries_put_over_and_over_keep_the_refresh_schedule_small() -> None:
     ticks = Ticks()
     cache: TtlCache[int, int] = TtlCache(

@@ -92,7 +92,7 @@ def remember_caller(
     """Cache a credential the database just confirmed (unless a change came in meanwhile)."""
     if context.hot.generation != generation:
         return
-    context.hot.callers.put(token_hash(token), caller)
+    context.hot.callers.put(token_hash(token), caller, used=True)
 
 
 def remember_runtime(
@@ -115,7 +115,7 @@ def remember_runtime(
         key = identity_key(identity.workspace_id, "session", session_id)
     else:
         return
-    context.hot.identities.put(key, identity)
+    context.hot.identities.put(key, identity, used=True)
 
 
 def remember_answer(context: AppContext, answer: WorkspaceAnswer, *, generation: int) -> None:
@@ -212,7 +212,7 @@ class MissBatcher:
                     identity = found.get(key)
                     # Read under an older generation, it may predate a change: answer, not keep.
                     if identity is not None and hot.generation == generation:
-                        hot.identities.put(key, identity)
+                        hot.identities.put(key, identity, used=True)
                     if not future.done():
                         future.set_result(identity)
         finally:

@@ -99,12 +99,13 @@ class TtlCache(Generic[K, V]):
     cached in one burst (a server starting under a large fleet) then expire spread out,
     instead of all being read again from the database in the same moment.
 
-    With `refresh_ahead`, `take_due()` names the entries to re-read in a batch before they
-    expire: at half its life, an entry read at least once since it was cached; failing that,
-    at nine tenths of its life, one read since. An entry in use is then renewed whatever the
-    pattern of its reads (a runtime whose heartbeats reach this process once a minute, or
-    twice in a burst and then not for two minutes), so it is never a miss on the request path,
-    and no entry is ever older than `ttl`. An entry nobody read simply expires.
+    With `refresh_ahead`, `take_due()` names the entries in use to re-read in a batch before
+    they expire. An entry is in use while it was read within the last `ttl` seconds, in this
+    life or the one before: it is looked at at half its life and, failing that, at nine
+    tenths of it. An entry in use is then renewed whatever the pattern of its reads (a runtime
+    whose heartbeats reach this process once a minute, or reach each of several worker
+    processes only now and then), so it is never a miss on the request path, and no entry is
+    ever older than `ttl`. An entry nobody read for `ttl` seconds expires.
 
     With `record` (a named tuple of plain values), each value is kept as an exact tuple and
     rebuilt on `get`. The collector untracks exact tuples of untracked values, so a cache of a
@@ -135,10 +136,10 @@ class TtlCache(Generic[K, V]):
         # key -> (expires at, value or its fields as an exact tuple, number of the put)
         self._entries: dict[K, tuple[float, Any, int]] = {}
         self._puts = 0
-        # Refresh-ahead: the keys read since they were cached, and a heap of the moments to
-        # look at entries, (when, number of the put it is for, key, last look). A look whose
-        # entry was replaced or dropped since is skipped when it comes up.
-        self._read: set[K] = set()
+        # Refresh-ahead: when each key was last read, and a heap of the moments to look at
+        # entries, (when, number of the put it is for, key, last look). A look whose entry was
+        # replaced or dropped since is skipped when it comes up.
+        self._read: dict[K, float] = {}
         self._looks: list[tuple[float, int, K, bool]] = []
         self._lock = threading.Lock()
 
@@ -147,18 +148,24 @@ class TtlCache(Generic[K, V]):
         entry = self._entries.get(key)
         if entry is None:
             return None
-        if entry[0] <= self._clock():
+        now = self._clock()
+        if entry[0] <= now:
             with self._lock:
                 self._entries.pop(key, None)
+                self._read.pop(key, None)
             return None
         if self.refresh_ahead:
-            self._read.add(key)
+            self._read[key] = now
         if self.record is not None:
             return self.record(*entry[1])
         return entry[1]  # type: ignore[no-any-return]
 
-    def put(self, key: K, value: V) -> None:
-        """Remember `value`; when full, forget everything (cheap, and entries are short-lived)."""
+    def put(self, key: K, value: V, *, used: bool = False) -> None:
+        """Remember `value`; when full, forget everything (cheap, and entries are short-lived).
+
+        `used`: a request needed this value (a cache miss it was read for), which counts as a
+        read for refresh-ahead; a renewal by `take_due`'s reader does not.
+        """
         with self._lock:
             if len(self._entries) >= self.max_entries:
                 self._forget_all()
@@ -168,7 +175,8 @@ class TtlCache(Generic[K, V]):
             self._puts += 1
             self._entries[key] = (now + lifetime, stored, self._puts)
             if self.refresh_ahead:
-                self._read.discard(key)
+                if used:
+                    self._read[key] = now
                 heapq.heappush(self._looks, (now + lifetime / 2, self._puts, key, False))
                 if len(self._looks) > 2 * self.max_entries:
                     self._drop_stale_looks()
@@ -177,25 +185,31 @@ class TtlCache(Generic[K, V]):
         """Forget one entry (the database no longer has it)."""
         with self._lock:
             self._entries.pop(key, None)
+            self._read.pop(key, None)
 
     def take_due(self, limit: int) -> list[K]:
         """Up to `limit` entries in use that are due to be re-read (refresh-ahead)."""
         now = self._clock()
+        in_use_since = now - self.ttl
         due: list[K] = []
         with self._lock:
-            looks = self._looks
+            looks, read = self._looks, self._read
             while looks and looks[0][0] <= now and len(due) < limit:
                 when, put, key, last = heapq.heappop(looks)
                 entry = self._entries.get(key)
-                if entry is None or entry[2] != put:
-                    continue  # replaced (refreshed) or dropped since
-                if key in self._read:
-                    self._read.discard(key)
+                if entry is None:
+                    read.pop(key, None)  # dropped since
+                    continue
+                if entry[2] != put:
+                    continue  # replaced (refreshed) since: its own looks come up later
+                if read.get(key, in_use_since) > in_use_since:
                     due.append(key)
                 elif not last:
                     expires = entry[0]
                     again = expires - (1 - self.LAST_LOOK) * 2 * (expires - when)
                     heapq.heappush(looks, (again, put, key, True))
+                else:
+                    read.pop(key, None)  # idle: it expires
         return due
 
     def clear(self) -> None:
