@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from typing import Any
 
 from fleetplane.services.hotpath import RuntimeIdentity, TtlCache
 
@@ -13,6 +14,15 @@ class Ticks:
 
     def __call__(self) -> float:
         return self.now
+
+
+def refreshing(*, ttl: float, max_entries: int = 10) -> tuple[Ticks, TtlCache[Any, int]]:
+    """A refresh-ahead cache without spread, on a clock the test moves."""
+    ticks = Ticks()
+    cache: TtlCache[Any, int] = TtlCache(
+        ttl=ttl, max_entries=max_entries, clock=ticks, spread=0, refresh_ahead=True
+    )
+    return ticks, cache
 
 
 def test_entries_live_between_half_and_all_of_the_ttl_and_expire_spread_out() -> None:
@@ -57,10 +67,7 @@ def test_a_full_cache_starts_over_and_clear_forgets_everything() -> None:
 
 
 def test_refresh_ahead_names_entries_read_past_half_their_life() -> None:
-    ticks = Ticks()
-    cache: TtlCache[str, int] = TtlCache(
-        ttl=10, max_entries=10, clock=ticks, spread=0, refresh_ahead=True
-    )
+    ticks, cache = refreshing(ttl=10)
     cache.put("used", 1)
     cache.put("idle", 2)
     ticks.now += 4.9
@@ -82,10 +89,7 @@ def test_an_entry_read_only_early_in_its_life_is_still_renewed() -> None:
     # A runtime whose heartbeats reach this process in a burst, then not again for a while,
     # is in use: its entry is renewed at half its life rather than left to expire into a
     # database read on the request path.
-    ticks = Ticks()
-    cache: TtlCache[str, int] = TtlCache(
-        ttl=100, max_entries=10, clock=ticks, spread=0, refresh_ahead=True
-    )
+    ticks, cache = refreshing(ttl=100)
     cache.put("early", 1)
     ticks.now += 10
     assert cache.get("early") == 1
@@ -96,10 +100,7 @@ def test_an_entry_read_only_early_in_its_life_is_still_renewed() -> None:
 
 
 def test_an_entry_first_read_after_half_its_life_is_renewed_at_the_last_look() -> None:
-    ticks = Ticks()
-    cache: TtlCache[str, int] = TtlCache(
-        ttl=100, max_entries=10, clock=ticks, spread=0, refresh_ahead=True
-    )
+    ticks, cache = refreshing(ttl=100)
     cache.put("late", 1)
     cache.put("idle", 2)
     ticks.now += 50.1
@@ -122,10 +123,7 @@ def test_an_entry_read_in_its_last_life_is_renewed_until_idle_for_the_ttl() -> N
     # With several worker processes, a runtime's heartbeats reach each one only now and then:
     # an entry read once is still in use through a life without reads, and is renewed until
     # nobody has read it for the whole ttl.
-    ticks = Ticks()
-    cache: TtlCache[str, int] = TtlCache(
-        ttl=100, max_entries=10, clock=ticks, spread=0, refresh_ahead=True
-    )
+    ticks, cache = refreshing(ttl=100)
     cache.put("seen", 1)
     cache.put("never", 2)
     ticks.now += 10
@@ -149,10 +147,7 @@ def test_an_entry_read_in_its_last_life_is_renewed_until_idle_for_the_ttl() -> N
 def test_an_entry_a_request_needed_counts_as_read_when_put() -> None:
     # A runtime's first heartbeat in a process misses and its entry is put for it: that is a
     # use, though nothing has read the entry yet. A renewal's put is not.
-    ticks = Ticks()
-    cache: TtlCache[str, int] = TtlCache(
-        ttl=100, max_entries=10, clock=ticks, spread=0, refresh_ahead=True
-    )
+    ticks, cache = refreshing(ttl=100)
     cache.put("missed", 1, used=True)
     cache.put("renewed", 2)
     ticks.now += 50.1
@@ -168,10 +163,7 @@ def test_an_entry_a_request_needed_counts_as_read_when_put() -> None:
 
 
 def test_entries_put_over_and_over_keep_the_refresh_schedule_small() -> None:
-    ticks = Ticks()
-    cache: TtlCache[int, int] = TtlCache(
-        ttl=100, max_entries=10, clock=ticks, spread=0, refresh_ahead=True
-    )
+    ticks, cache = refreshing(ttl=100)
     for n in range(10_000):
         cache.put(n % 5, n)
     assert len(cache) == 5
@@ -185,10 +177,7 @@ def test_entries_put_over_and_over_keep_the_refresh_schedule_small() -> None:
 
 
 def test_take_due_is_bounded() -> None:
-    ticks = Ticks()
-    cache: TtlCache[int, int] = TtlCache(
-        ttl=10, max_entries=100, clock=ticks, spread=0, refresh_ahead=True
-    )
+    ticks, cache = refreshing(ttl=10, max_entries=100)
     for key in range(20):
         cache.put(key, key)
     ticks.now += 6
