@@ -51,6 +51,7 @@ POSTGRES = os.environ.get(
 KEY = "fp_ws_benchmark-key-0000000000000000000000000000"
 DESIRED = {"lanes": [{"name": "bench", "wip_limit": 2}]}
 WORKERS = 2
+THREADS = 2  # wrk's
 CONNECTIONS = 32
 SUSTAINED_RATE = 8_000
 SUSTAINED_CONNECTIONS = 64
@@ -247,8 +248,8 @@ def wrk(
     script: Path | None = None,
     env: dict[str, str] | None = None,
     connections: int = CONNECTIONS,
-) -> dict[str, float]:
-    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
+) -> dict[str, Any]:
+    command = ["wrk", f"-t{THREADS}", f"-c{connections}", f"-d{seconds}s", "--latency"]
     if script:
         command += ["-s", str(script)]
     output = subprocess.run(
@@ -270,7 +271,11 @@ def wrk(
     failed = int(failed_match.group(1)) if failed_match else 0
     if errors_match:
         failed += sum(int(g) for g in errors_match.groups())
-    return {"rate": rate, "p99_ms": p99, "failed": failed, "requests": total}
+    figures: dict[str, Any] = {"rate": rate, "p99_ms": p99, "failed": failed, "requests": total}
+    walked = re.search(r"walked: ([\d,]+)", output)  # heartbeat.lua: requests per thread
+    if walked:
+        figures["walked"] = [int(count) for count in walked.group(1).split(",")]
+    return figures
 
 
 class Heartbeats:
@@ -283,14 +288,20 @@ class Heartbeats:
     def __init__(self, url: str, script_env: dict[str, str]) -> None:
         self.url = url
         self.script_env = script_env
-        self.runtimes = int(script_env["BENCH_RUNTIMES"])
-        self.position = 0
+        runtimes = int(script_env["BENCH_RUNTIMES"])
+        # Each wrk thread walks its own slice of the ids (thread t: t, t + THREADS, ...).
+        self.slices = [len(range(t, runtimes, THREADS)) for t in range(THREADS)]
+        self.positions = [0] * THREADS
         self.sent = 0
 
     def run(
         self, *, seconds: int, connections: int = CONNECTIONS, delay_ms: int | None = None
-    ) -> dict[str, float]:
-        env = {**self.script_env, "BENCH_START": str(self.position)}
+    ) -> dict[str, Any]:
+        env = {
+            **self.script_env,
+            "BENCH_THREADS": str(THREADS),
+            "BENCH_START": ",".join(map(str, self.positions)),
+        }
         if delay_ms is not None:
             env["BENCH_DELAY_MS"] = str(delay_ms)
         figures = wrk(
@@ -301,7 +312,11 @@ class Heartbeats:
             connections=connections,
         )
         self.sent += int(figures["requests"])
-        self.position = (self.position + int(figures["requests"])) % self.runtimes
+        walked = figures["walked"]
+        self.positions = [
+            (position + count) % size
+            for position, count, size in zip(self.positions, walked, self.slices, strict=True)
+        ]
         return figures
 
 
@@ -426,7 +441,7 @@ def bench_database(kind: str, *, quick: bool, runs: int, workdir: Path) -> Resul
         "BENCH_RUNTIMES": str(big),
         "BENCH_WORKSPACE": fleet.big_workspace,
         "BENCH_KEY": KEY,
-        "BENCH_THREADS": "2",
+        "BENCH_THREADS": str(THREADS),
     }
     fp_log = workdir / f"{kind}-fleetplane.log"
     with (
@@ -543,7 +558,7 @@ def render(all_results: list[Results], *, command: str, quick: bool, runs: int) 
         "",
         f"Command: `{command}`; {runs} runs per figure, median (min–max); {'quick' if quick else 'full'} mode.",
         f"Machine: {machine}. Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC.",
-        f"Load: wrk, 2 threads, {CONNECTIONS} connections, separate process; servers with {WORKERS} workers.",
+        f"Load: wrk, {THREADS} threads, {CONNECTIONS} connections, separate process; servers with {WORKERS} workers.",
         "",
         "| database | scenario | goal | measured | verdict |",
         "|---|---|---|---|---|",
