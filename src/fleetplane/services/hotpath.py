@@ -101,7 +101,7 @@ class TtlCache(Generic[K, V]):
 
     With `refresh_ahead`, `take_due()` names the entries in use to re-read in a batch before
     they expire. An entry is in use while it was read within the last `ttl` seconds, in this
-    life or the one before: it is looked at at half its life and, failing that, at nine
+    life or an earlier one: it is looked at at half its life and, failing that, at nine
     tenths of it. An entry in use is then renewed whatever the pattern of its reads (a runtime
     whose heartbeats reach this process once a minute, or reach each of several worker
     processes only now and then), so it is never a miss on the request path, and no entry is
