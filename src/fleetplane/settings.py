@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     cache_poll_seconds: float = Field(default=0.5, gt=0, le=1)
     # A safety net: cached credentials and answers are re-read at least this often.
     cache_max_age_seconds: float = Field(default=300.0, gt=0, le=3600)
+    # At start, read the runtimes that heartbeated within the cache age into the caches, so a
+    # process starting (or restarting) under a large fleet answers their heartbeats from memory.
+    cache_warm_on_start: bool = True
     liveness_flush_seconds: float = Field(default=1.0, ge=1, le=30)
     heartbeat_buffer_max: int = Field(default=200_000, gt=0)
     session_hours: int = Field(default=12, gt=0)

@@ -29,7 +29,7 @@ from fleetplane.services import hotpath as hotpath_module
 from fleetplane.settings import Settings
 from fleetplane.store.db import Database
 from fleetplane.store.models import Runtime
-from tests.conftest import ADMIN, Clock, auth, make_workspace
+from tests.conftest import ADMIN, Clock, WorkspaceFixture, auth, make_workspace
 
 
 @contextmanager
@@ -248,8 +248,9 @@ def test_changes_leave_the_fast_path(
 def test_entries_in_use_are_refreshed_ahead_in_batches(
     slow_flush: Settings, database: Database, clock: Clock
 ) -> None:
-    # Entries live 2 s here (no spread) and are due for a refresh after 1 s.
-    short = slow_flush.model_copy(update={"cache_max_age_seconds": 2})
+    # Entries live 6 s here (no spread) and are due for a refresh after 3 s: the margin leaves
+    # room for the twelve first heartbeats (each a write) on a slow machine.
+    short = slow_flush.model_copy(update={"cache_max_age_seconds": 6})
     with _app(short, database, clock) as client:
         hot = client.app.state.context.hot  # type: ignore[attr-defined]
         hot.identities.spread = hot.callers.spread = 0
@@ -273,7 +274,7 @@ def test_entries_in_use_are_refreshed_ahead_in_batches(
                 .where(Runtime.workspace_id == ws.workspace_id)
                 .values(version="3.9.0", version_key=version_sort_key("3.9.0"))
             )
-        time.sleep(1.2)
+        time.sleep(3.2)
         for key in keys:  # in use past half their life: due for a refresh
             assert hot.identities.get(key) is not None
         hot.callers.get(token_hash(ws.api_key))
@@ -293,7 +294,7 @@ def test_entries_in_use_are_refreshed_ahead_in_batches(
             assert refreshed.version == "3.9.0"
 
         # A refresh that finds the credential gone forgets it: the next use reads again (401).
-        time.sleep(1.2)
+        time.sleep(3.2)
         assert hot.callers.get(token_hash(token)) is not None
         with database.unit_of_work() as session:
             session.execute(
@@ -596,3 +597,159 @@ def test_batched_reads_send_their_keys_as_one_parameter_on_postgresql(
         assert all(len(p) == 2 for p in reads), [len(p) for p in reads]
     else:
         assert sorted(len(p) for p in reads) == [101 + 1, 500 + 1]
+
+
+def _fleet_for_warming(
+    settings: Settings, database: Database, clock: Clock
+) -> tuple[WorkspaceFixture, dict[str, Any]]:
+    """A workspace whose runtimes heartbeated through one process, which then stopped: five
+    through the workspace key, one with a credential of its own, one long before the others
+    and one never."""
+    with _app(settings, database, clock) as client:
+        ws = make_workspace(client)
+        assert (
+            client.post(
+                "/api/v1/heartbeat",
+                json={"agent_id": "old", "session_id": "old"},
+                headers=auth(ws.api_key),
+            ).status_code
+            == 200
+        )
+        clock.advance(settings.cache_max_age_seconds + 60)
+        _warm(client, ws.api_key, [f"a{i}" for i in range(5)])
+        issued = client.post(
+            f"/api/v1/workspaces/{ws.workspace_id}/runtimes",
+            json={"agentId": "cred"},
+            headers=ADMIN,
+        ).json()
+        assert (
+            client.post(
+                "/api/v1/heartbeat", json={"session_id": "c"}, headers=auth(issued["credential"])
+            ).status_code
+            == 200
+        )
+        never = client.post(
+            f"/api/v1/workspaces/{ws.workspace_id}/runtimes",
+            json={"agentId": "never"},
+            headers=ADMIN,
+        )
+        assert never.status_code == 201
+    return ws, issued
+
+
+def test_a_starting_process_warms_its_caches_with_the_recently_seen_runtimes(
+    settings: Settings, database: Database, clock: Clock
+) -> None:
+    ws, issued = _fleet_for_warming(settings, database, clock)
+    with _app(settings, database, clock) as client:
+        hot = client.app.state.context.hot  # type: ignore[attr-defined]
+        hot.stop_warming()  # waits for it to finish
+        assert hot.warmed == 6
+        workspace_id = ws.workspace_id
+        for agent in ["a0", "a1", "a2", "a3", "a4", "cred"]:
+            assert hot.identities.get((workspace_id, "agent", agent)) is not None, agent
+        # Not seen within the cache age, or never: read on first use, as before.
+        assert hot.identities.get((workspace_id, "agent", "old")) is None
+        assert hot.identities.get((workspace_id, "agent", "never")) is None
+        # The runtime with its own credential, under the lookup that credential uses.
+        assert hot.identities.get((workspace_id, "id", issued["runtimeId"])) is not None
+        assert hot.callers.get(token_hash(issued["credential"])) == context_module.CachedCaller(
+            workspace_id, ws.org_id, issued["runtimeId"]
+        )
+        assert len(hot.identities) == 7
+        assert len(hot.callers) == 1
+        # The first heartbeat reads the workspace's desired state (once per workspace); then no
+        # runtime is a database read, whichever credential it heartbeats with.
+        _warm(client, ws.api_key, ["a0"])
+        with statements(database) as seen:
+            for agent in ["a1", "a2", "a3", "a4"]:
+                response = client.post(
+                    "/api/v1/heartbeat",
+                    json={"agent_id": agent, "session_id": agent},
+                    headers=auth(ws.api_key),
+                )
+                assert response.status_code == 200
+            response = client.post(
+                "/api/v1/heartbeat", json={"session_id": "c"}, headers=auth(issued["credential"])
+            )
+            assert response.status_code == 200
+        assert seen == []
+        assert hot.identity_loads == 0
+        metrics = client.get("/metrics").text
+        assert "fleetplane_cache_warmed_runtimes_total 6.0" in metrics
+
+
+def test_warming_can_be_turned_off(settings: Settings, database: Database, clock: Clock) -> None:
+    _fleet_for_warming(settings, database, clock)
+    off = settings.model_copy(update={"cache_warm_on_start": False})
+    with _app(off, database, clock) as client:
+        hot = client.app.state.context.hot  # type: ignore[attr-defined]
+        hot.stop_warming()
+        assert hot.warmed == 0
+        assert len(hot.identities) == 0
+
+
+def test_warming_overtaken_by_a_change_keeps_nothing_it_read_before_it(
+    settings: Settings, database: Database, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws, issued = _fleet_for_warming(settings, database, clock)
+    off = settings.model_copy(update={"cache_warm_on_start": False})
+    with _app(off, database, clock) as client:
+        hot = client.app.state.context.hot  # type: ignore[attr-defined]
+        real = context_module.load_recent
+
+        def racing(*args: Any, **kwargs: Any) -> Any:
+            found = real(*args, **kwargs)
+            hot.forget_runtime(ws.workspace_id, issued["runtimeId"], "cred", None)
+            return found
+
+        monkeypatch.setattr(context_module, "load_recent", racing)
+        assert hot.warm(clock()) == 0
+        assert len(hot.identities) == 0
+        assert len(hot.callers) == 0
+
+        # A change that comes in while the batch is being put: what was put is taken back.
+        monkeypatch.setattr(context_module, "load_recent", real)
+        real_put = hot.callers.put
+
+        def put_racing(*args: Any, **kwargs: Any) -> None:
+            real_put(*args, **kwargs)
+            hot.forget_runtime(ws.workspace_id, issued["runtimeId"], "cred", None)
+
+        monkeypatch.setattr(hot.callers, "put", put_racing)
+        hot.warm(clock())
+        assert len(hot.identities) == 0
+        assert len(hot.callers) == 0
+
+
+def test_warming_fills_at_most_half_the_cache(
+    settings: Settings, database: Database, clock: Clock
+) -> None:
+    # A buffer of 100 makes caches of 1,000 entries: warming stops at 500.
+    small = settings.model_copy(update={"heartbeat_buffer_max": 100, "cache_warm_on_start": False})
+    with _app(small, database, clock) as client:
+        ws = make_workspace(client)
+        hot = client.app.state.context.hot  # type: ignore[attr-defined]
+        with database.engine.begin() as connection:
+            connection.execute(
+                insert(Runtime),
+                [
+                    {
+                        "id": uuid.uuid4().hex,
+                        "workspace_id": ws.workspace_id,
+                        "agent_id": f"bulk-{n}",
+                        "enrolled_at": clock(),
+                        "last_heartbeat_at": clock() - timedelta(seconds=n % 60),
+                        "credential_hash": token_hash(f"fp_rt_bulk-{n}") if n % 2 else None,
+                    }
+                    for n in range(1200)
+                ],
+            )
+        warmed = hot.warm(clock())
+        assert hot.identities.max_entries == 1000
+        # Runtimes with a credential take two entries: the count stops just short of half.
+        assert 498 <= len(hot.identities) <= 500
+        assert 300 <= warmed < 500
+        # One entry under the agent id each, and one more under the id with a credential.
+        assert len(hot.identities) == warmed + len(hot.callers)
+        assert len(hot.callers) > 0

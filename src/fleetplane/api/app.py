@@ -69,9 +69,13 @@ def create_app(
         bootstrap(context)
         context.hot.flusher.start()
         context.hot.watcher.start()
+        if settings.cache_warm_on_start:
+            # After the watcher has started: a change committed while warming is noticed.
+            context.hot.start_warming(context.clock())
         alerting.start()
         yield
         alerting.stop()
+        context.hot.stop_warming()
         context.hot.watcher.stop()
         # Write every acknowledged heartbeat before the process goes.
         context.hot.flusher.stop()

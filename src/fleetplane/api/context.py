@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import select
@@ -52,9 +55,15 @@ class CachedCaller(NamedTuple):
     runtime_id: str | None
 
 
+log = logging.getLogger("fleetplane.hotpath")
+
 # Entries re-read per refresh round (every CACHE_POLL_SECONDS), and per query.
 REFRESH_PER_ROUND = 5000
 REFRESH_BATCH = 500
+# Warming a starting process: runtimes read per query, and the pause after each query, which
+# leaves the event loop the GIL to answer requests meanwhile.
+WARM_BATCH = 1000
+WARM_PAUSE_SECONDS = 0.005
 
 
 def _chunks(values: list[Any], size: int) -> Iterator[list[Any]]:
@@ -117,6 +126,25 @@ def load_callers(database: Database, digests: list[str]) -> dict[str, CachedCall
     return found
 
 
+def load_recent(
+    database: Database, *, since: datetime, after: str, limit: int
+) -> list[tuple[RuntimeIdentity, str, str]]:
+    """Runtimes that heartbeated at `since` or later, in id order after `after`: each with its
+    agent id and its workspace's org id."""
+    query = (
+        identity_query()
+        .add_columns(Workspace.org_id)
+        .join(Workspace, Workspace.id == Runtime.workspace_id)
+        .where(Runtime.id > after, Runtime.last_heartbeat_at >= since)
+        .order_by(Runtime.id)
+        .limit(limit)
+    )
+    with database.engine.connect() as connection:
+        return [
+            (identity_from_row(row), row.agent_id, row.org_id) for row in connection.execute(query)
+        ]
+
+
 class HotPath:
     """Per-process caches of the heartbeat and pull paths; every entry is short-lived."""
 
@@ -146,6 +174,91 @@ class HotPath:
         self.identity_reads = 0
         self.forgotten = 0
         self.refreshed = 0
+        self.warmed = 0
+        self.warm_seconds = 0.0
+        self._stop_warming = threading.Event()
+        self._warmer: threading.Thread | None = None
+
+    def start_warming(self, now: datetime) -> None:
+        """Warm the caches in the background (`warm`), from what the database holds at `now`."""
+        self._warmer = threading.Thread(
+            target=self._warm_logged, args=(now,), name="fleetplane-warm", daemon=True
+        )
+        self._warmer.start()
+
+    def stop_warming(self) -> None:
+        """Stop warming, if it is still under way."""
+        self._stop_warming.set()
+        if self._warmer is not None and self._warmer.is_alive():
+            self._warmer.join(timeout=5)
+
+    def _warm_logged(self, now: datetime) -> None:
+        try:
+            self.warm(now)
+        except Exception:
+            # Nothing is lost: each runtime is then read on its first heartbeat, as without it.
+            log.warning("warming the caches failed after %d runtimes", self.warmed, exc_info=True)
+
+    def warm(self, now: datetime) -> int:
+        """Read the runtimes that heartbeated within the cache age into the identity cache (and
+        their credentials into the credential cache), a batch at a time; returns how many.
+
+        A process starting under a large fleet, each of whose runtimes reaches it a heartbeat
+        at a time, would otherwise read every one of them on the request path (a cache miss,
+        and a slow answer). Each runtime is cached under its agent id (heartbeats under the
+        workspace key) and, when it holds a credential of its own, under its id. Entries no
+        request uses expire within the cache age, like any other. At most half the cache is
+        filled, so that requests never find it full.
+        """
+        started = time.monotonic()
+        since = now - timedelta(seconds=self.identities.ttl)
+        budget = self.identities.max_entries // 2
+        after = ""
+        entries = warmed = 0
+        # Each runtime takes one entry, or two with a credential of its own.
+        while entries + 2 <= budget and not self._stop_warming.is_set():
+            generation = self.generation
+            limit = min(WARM_BATCH, (budget - entries) // 2)
+            batch = load_recent(self.database, since=since, after=after, limit=limit)
+            if not batch:
+                break
+            after = batch[-1][0].runtime_id
+            keys = self._cache_warm_batch(batch, generation)
+            if keys:  # else dropped, overtaken by a change
+                entries += len(keys)
+                warmed += len(batch)
+                self.warmed += len(batch)
+            self._stop_warming.wait(WARM_PAUSE_SECONDS)
+        self.warm_seconds = time.monotonic() - started
+        log.info("caches warmed: %d runtimes in %.1f s", warmed, self.warm_seconds)
+        return warmed
+
+    def _cache_warm_batch(
+        self, batch: list[tuple[RuntimeIdentity, str, str]], generation: int
+    ) -> list[tuple[str, str, str]]:
+        if self.generation != generation:
+            return []  # read across a change: those runtimes are read on first use instead
+        keys: list[tuple[str, str, str]] = []
+        callers: list[str] = []
+        for identity, agent_id, org_id in batch:
+            workspace_id = identity.workspace_id
+            keys.append((workspace_id, "agent", agent_id))
+            self.identities.put(keys[-1], identity)
+            if identity.credential_hash is not None:
+                keys.append((workspace_id, "id", identity.runtime_id))
+                self.identities.put(keys[-1], identity)
+                callers.append(identity.credential_hash)
+                caller = CachedCaller(workspace_id, org_id, identity.runtime_id)
+                self.callers.put(identity.credential_hash, caller)
+        if self.generation != generation:
+            # A change came in while these were put: take them back out, for what they hold may
+            # predate it (they are read again on first use).
+            for key in keys:
+                self.identities.pop(key)
+            for digest in callers:
+                self.callers.pop(digest)
+            return []
+        return keys
 
     def refresh(self) -> None:
         """Re-read the credentials and runtimes in use whose entries are past half their life.

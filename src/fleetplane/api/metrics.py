@@ -97,6 +97,11 @@ class FleetCollector(Collector):
             value=hot.refreshed,
         )
         yield CounterMetricFamily(
+            "fleetplane_cache_warmed_runtimes",
+            "Runtimes this process read into its caches at start, before their first heartbeat",
+            value=hot.warmed,
+        )
+        yield CounterMetricFamily(
             "fleetplane_sweeps", "Fleet sweeps run by this process", value=self.alerting.sweeps
         )
         yield CounterMetricFamily(
