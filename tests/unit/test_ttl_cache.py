@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import gc
+from types import SimpleNamespace
 from typing import Any
 
-from fleetplane.services.hotpath import RuntimeIdentity, TtlCache
+from fleetplane.services.hotpath import RuntimeIdentity, TtlCache, identity_from_row
 
 
 class Ticks:
@@ -211,3 +212,24 @@ def test_records_are_kept_out_of_the_collectors_passes() -> None:
     assert isinstance(first, RuntimeIdentity)
     assert first == identities[0]
     assert first.last_session_id == "s0"
+
+
+def test_identities_share_what_runtimes_have_in_common() -> None:
+    def row(runtime_id: str) -> SimpleNamespace:
+        # Each value built anew, as a database driver returns them row by row.
+        return SimpleNamespace(
+            id=runtime_id,
+            workspace_id="".join(["ws-", "0" * 29]),
+            version="".join(["3.12", ".6"]),
+            observed_config_hash="".join(["a" * 32, "b" * 32]),
+            last_heartbeat_at=None,
+            last_session_id=None,
+            apply_failed_hash="".join(["c" * 32, "d" * 32]),
+            credential_hash=None,
+        )
+
+    first, second = identity_from_row(row("r1")), identity_from_row(row("r2"))
+    for field in ("workspace_id", "version", "observed_config_hash", "apply_failed_hash"):
+        assert getattr(first, field) == getattr(second, field)
+        assert getattr(first, field) is getattr(second, field), field
+    assert first.runtime_id != second.runtime_id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -141,7 +142,8 @@ def load_recent(
     )
     with database.engine.connect() as connection:
         return [
-            (identity_from_row(row), row.agent_id, row.org_id) for row in connection.execute(query)
+            (identity_from_row(row), row.agent_id, sys.intern(row.org_id))
+            for row in connection.execute(query)
         ]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import logging
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -63,16 +64,24 @@ def identity_query() -> Select[
     )
 
 
+def _shared(value: str | None) -> str | None:
+    return None if value is None else sys.intern(value)
+
+
 def identity_from_row(row: Any) -> RuntimeIdentity:
-    """A `RuntimeIdentity` from a row of `identity_query()` or a `Runtime` just written."""
+    """A `RuntimeIdentity` from a row of `identity_query()` or a `Runtime` just written.
+
+    The values most runtimes share (their workspace, version and config hash) are interned: a
+    cache of a whole fleet then holds one copy of each instead of one per runtime.
+    """
     return RuntimeIdentity(
         runtime_id=row.id,
-        workspace_id=row.workspace_id,
-        version=row.version,
-        observed_config_hash=row.observed_config_hash,
+        workspace_id=sys.intern(row.workspace_id),
+        version=_shared(row.version),
+        observed_config_hash=_shared(row.observed_config_hash),
         has_heartbeat=row.last_heartbeat_at is not None,
         last_session_id=row.last_session_id,
-        apply_failed_hash=row.apply_failed_hash,
+        apply_failed_hash=_shared(row.apply_failed_hash),
         credential_hash=row.credential_hash,
     )
 
