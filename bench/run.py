@@ -571,7 +571,7 @@ def render(all_results: list[Results], *, command: str, quick: bool, runs: int) 
         lines.append(
             f"| {db} | heartbeats from {f['runtimes']:,} distinct runtimes (req/s) | ≥ 0.8× bare GET, "
             f"p99 ≤ 25 ms, 0 failed | {median_spread(f['heartbeat'])} vs bare {median_spread(f['bare'])} = "
-            f"{ratio:.2f}×; p99 {p99:.1f} ms (bare GET {statistics.median(f['bare_p99']):.1f} ms); failed {f['heartbeat_failed']} of {f['heartbeat_total']:,} | "
+            f"{ratio:.2f}×; p99 {p99:.1f} ms ({min(f['heartbeat_p99']):.1f}–{max(f['heartbeat_p99']):.1f}; bare GET {statistics.median(f['bare_p99']):.1f} ms); failed {f['heartbeat_failed']} of {f['heartbeat_total']:,} | "
             f"{verdict(ratio >= 0.8 and p99 <= 25 and f['heartbeat_failed'] == 0)} |"
         )
         per_second = max(f["flushes_per_second"]) if f["flushes_per_second"] else float("nan")
