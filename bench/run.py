@@ -56,7 +56,6 @@ CONNECTIONS = 32
 SUSTAINED_RATE = 8_000
 SUSTAINED_CONNECTIONS = 64
 SUSTAINED_SECONDS = 60
-NOW = dt.datetime.now(dt.UTC)
 
 
 @dataclass
@@ -80,13 +79,18 @@ def free_port() -> int:
 
 
 def seed(url: str, *, small: int, big: int) -> Fleet:
-    """A workspace of `small` and one of `big` runtimes in every state, by bulk insert."""
+    """A workspace of `small` and one of `big` runtimes in every state, by bulk insert.
+
+    Times are relative to the moment of seeding, not to the start of the suite: the second
+    database is seeded minutes later, and its fleet must have heartbeated just as lately.
+    """
+    now = dt.datetime.now(dt.UTC)
     migrate.upgrade(url)
     database = Database(url)
     desired = config_hash(DESIRED)
     ids = {}
     with database.unit_of_work() as session:
-        org = Org(name="bench", created_at=NOW)
+        org = Org(name="bench", created_at=now)
         session.add(org)
         session.flush()
         for name in ("small", "big"):
@@ -96,8 +100,8 @@ def seed(url: str, *, small: int, big: int) -> Fleet:
                 policy_mode="authoritative",
                 config_revision=1,
                 config_hash=desired,
-                config_updated_at=NOW,
-                created_at=NOW,
+                config_updated_at=now,
+                created_at=now,
             )
             session.add(workspace)
             session.flush()
@@ -108,7 +112,7 @@ def seed(url: str, *, small: int, big: int) -> Fleet:
                     hash=desired,
                     document=DESIRED,
                     author="bench",
-                    created_at=NOW,
+                    created_at=now,
                 )
             )
             ids[name] = workspace.id
@@ -118,7 +122,7 @@ def seed(url: str, *, small: int, big: int) -> Fleet:
                 workspace_id=ids["big"],
                 key_hash=token_hash(KEY),
                 display_prefix=token_display_prefix(KEY),
-                created_at=NOW,
+                created_at=now,
             )
         )
     versions = ["3.12.6", "3.12.6", "3.8.0", "3.5.1", "3.3.0", None]
@@ -136,10 +140,10 @@ def seed(url: str, *, small: int, big: int) -> Fleet:
                     "id": uuid.uuid4().hex,
                     "workspace_id": ids[name],
                     "agent_id": f"rt-{n:06d}",
-                    "enrolled_at": NOW,
+                    "enrolled_at": now,
                     "version": version,
                     "version_key": version_sort_key(version) if version else None,
-                    "last_heartbeat_at": NOW - dt.timedelta(seconds=age)
+                    "last_heartbeat_at": now - dt.timedelta(seconds=age)
                     if age is not None
                     else None,
                     "observed_config_hash": desired if n % 3 else "0" * 64,
@@ -158,7 +162,7 @@ def seed(url: str, *, small: int, big: int) -> Fleet:
     sweep_once(
         database,
         policy=replace(sweep_policy(Settings()), pause_seconds=0, rest_ratio=0),
-        now=NOW,
+        now=now,
         force=True,
     )
     # A bulk load leaves the planner without statistics until something analyzes the tables
@@ -384,6 +388,7 @@ def operator_token(url: str) -> str:
     from fleetplane.services import accounts
 
     database = Database(url)
+    now = dt.datetime.now(dt.UTC)
     with database.unit_of_work() as session:
         user = accounts.create_user(
             session,
@@ -391,9 +396,9 @@ def operator_token(url: str) -> str:
             password=None,
             is_superuser=True,
             actor="bench",
-            now=NOW,
+            now=now,
         )
-        _, token = accounts.create_operator_token(session, user=user, name="bench", now=NOW)
+        _, token = accounts.create_operator_token(session, user=user, name="bench", now=now)
     database.dispose()
     return token
 
