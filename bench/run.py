@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import insert, text
 
 from fleetplane.api.alerts import sweep_policy
@@ -383,6 +384,42 @@ def transactions(url: str) -> int:
     return int(value)
 
 
+# Per-process counters of /metrics that explain the heartbeat tail (summed over the workers).
+WORKER_FIGURES = {
+    "misses": ("fleetplane_heartbeat_cache_misses_total", {}),
+    "warmed": ("fleetplane_cache_warmed_runtimes_total", {}),
+    "loop_samples": ("fleetplane_event_loop_lag_seconds_count", {}),
+    "loop_within_50ms": ("fleetplane_event_loop_lag_seconds_bucket", {"le": "0.05"}),
+    "full_gc_passes": ("fleetplane_gc_pause_seconds_count", {"generation": "2"}),
+    "full_gc_seconds": ("fleetplane_gc_pause_seconds_sum", {"generation": "2"}),
+}
+
+
+def worker_totals(url: str) -> dict[str, float]:
+    """WORKER_FIGURES summed over the server's workers, read while no load runs.
+
+    Each scrape reaches one worker at random; a worker is told apart by the rows its flushes
+    wrote (a scrape flushes first, so at rest that count stays put).
+    """
+    seen: dict[float, dict[str, float]] = {}
+    for _ in range(200):
+        samples = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text)
+            for sample in family.samples
+        }
+        worker = samples[("fleetplane_liveness_rows_written_total", ())]
+        seen[worker] = {
+            figure: samples.get((name, tuple(sorted(labels.items()))), 0.0)
+            for figure, (name, labels) in WORKER_FIGURES.items()
+        }
+        if len(seen) == WORKERS:
+            break
+    if len(seen) < WORKERS:
+        raise RuntimeError(f"/metrics reached {len(seen)} of {WORKERS} workers in 200 scrapes")
+    return {figure: sum(worker[figure] for worker in seen.values()) for figure in WORKER_FIGURES}
+
+
 def operator_token(url: str) -> str:
     """A superuser token for the fleet reads."""
     from fleetplane.services import accounts
@@ -471,6 +508,7 @@ def bench_database(kind: str, *, quick: bool, runs: int, workdir: Path) -> Resul
                 break
             previous = rate
         wal_before = wal_lsn(url) if kind == "postgresql" else 0
+        workers_before = worker_totals(heartbeat_url)
         bare_rates, bare_p99, fp_rates, fp_p99, failed, total = [], [], [], [], 0, 0
         for run in range(runs):
             print(f"[{kind}] run {run + 1}/{runs}: bare GET, then heartbeats", flush=True)
@@ -482,6 +520,11 @@ def bench_database(kind: str, *, quick: bool, runs: int, workdir: Path) -> Resul
             fp_p99.append(figures["p99_ms"])
             failed += int(figures["failed"])
             total += int(figures["requests"])
+        workers_after = worker_totals(heartbeat_url)
+        results.figures["workers"] = {
+            figure: workers_after[figure] - workers_before[figure] for figure in WORKER_FIGURES
+        }
+        results.figures["warmed"] = workers_after["warmed"]
         if kind == "postgresql":
             results.figures["wal_per_heartbeat"] = (wal_lsn(url) - wal_before) / max(total, 1)
         results.figures["rss_mb"] = rss_mb(fp.pid)
@@ -578,6 +621,14 @@ def render(all_results: list[Results], *, command: str, quick: bool, runs: int) 
             f"p99 ≤ 25 ms, 0 failed | {median_spread(f['heartbeat'])} vs bare {median_spread(f['bare'])} = "
             f"{ratio:.2f}×; p99 {p99:.1f} ms ({min(f['heartbeat_p99']):.1f}–{max(f['heartbeat_p99']):.1f}; bare GET {statistics.median(f['bare_p99']):.1f} ms); failed {f['heartbeat_failed']} of {f['heartbeat_total']:,} | "
             f"{verdict(ratio >= 0.8 and p99 <= 25 and f['heartbeat_failed'] == 0)} |"
+        )
+        w = f["workers"]
+        lines.append(
+            f"| {db} | what the heartbeat runs met in the workers (both, summed) | reported | "
+            f"{w['misses']:,.0f} cache misses; {w['loop_samples'] - w['loop_within_50ms']:,.0f} "
+            f"event-loop stalls > 50 ms in {w['loop_samples']:,.0f} looks; {w['full_gc_passes']:,.0f} "
+            f"full collector passes, {1000 * w['full_gc_seconds']:,.0f} ms in all; "
+            f"{f['warmed']:,.0f} runtimes warmed at start | reported |"
         )
         per_second = max(f["flushes_per_second"]) if f["flushes_per_second"] else float("nan")
         lines.append(

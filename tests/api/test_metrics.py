@@ -3,6 +3,8 @@ fleet API's summary."""
 
 from __future__ import annotations
 
+import gc
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -179,3 +181,19 @@ def test_metrics_token(settings: Settings, database: Database, clock: Clock) -> 
         assert client.get("/metrics").status_code == 401
         assert client.get("/metrics", headers=auth("wrong")).status_code == 401
         assert scrape(client, **auth(token))[("fleetplane_metrics_database_up", ())] == 1
+
+
+def test_event_loop_lag_and_collector_pauses_are_measured_while_the_app_runs(
+    settings: Settings, database: Database, clock: Clock
+) -> None:
+    with metrics_app(settings, database, clock) as (client, _):
+        metrics = client.app.state.metrics  # type: ignore[attr-defined]
+        time.sleep(0.3)  # the app's loop runs in its own thread meanwhile
+        gc.collect(2)
+        samples = scrape(client)
+        assert samples[("fleetplane_event_loop_lag_seconds_count", ())] >= 2
+        assert samples[("fleetplane_gc_pause_seconds_count", (("generation", "2"),))] >= 1
+        assert metrics.gc_pauses._callback in gc.callbacks
+    # Stopped with the app: no callback keeps a finished app's registry alive.
+    assert metrics.gc_pauses._callback not in gc.callbacks
+    assert metrics.loop_lag._task is None

@@ -65,7 +65,7 @@ def create_app(
     )
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(running: FastAPI) -> AsyncIterator[None]:
         bootstrap(context)
         context.hot.flusher.start()
         context.hot.watcher.start()
@@ -73,6 +73,9 @@ def create_app(
             # After the watcher has started: a change committed while warming is noticed.
             context.hot.start_warming(context.clock())
         alerting.start()
+        metrics = running.state.metrics
+        metrics.loop_lag.start()
+        metrics.gc_pauses.start()
         yield
         alerting.stop()
         context.hot.stop_warming()
@@ -81,6 +84,8 @@ def create_app(
         context.hot.flusher.stop()
         if database is None:
             context.database.dispose()
+        metrics.gc_pauses.stop()
+        await metrics.loop_lag.stop()
 
     app = FleetplaneAPI(
         title="fleetplane",

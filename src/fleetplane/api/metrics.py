@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fleetplane.api.context import AppContext
 from fleetplane.api.deps import Context, Token
+from fleetplane.api.pauses import CollectorPauses, LoopLag
 from fleetplane.domain.errors import Unauthenticated
 from fleetplane.domain.fleet import Drift, Health
 from fleetplane.services import lifecycle
@@ -230,6 +231,9 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(FleetCollector(context, alerting))
+        # Started and stopped with the app (its lifespan): they need its running event loop.
+        self.loop_lag = LoopLag(self.registry)
+        self.gc_pauses = CollectorPauses(self.registry)
         self._static_paths: frozenset[str] | None = None
         # (method, route, status) -> its counter and histogram, looked up once: the label
         # values are bounded (HTTP methods, route templates, status codes).
