@@ -385,8 +385,9 @@ def transactions(url: str) -> int:
 
 
 # Per-process counters of /metrics that explain the heartbeat tail (summed over the workers).
-WORKER_FIGURES = {
+WORKER_FIGURES: dict[str, tuple[str, dict[str, str] | None]] = {
     "misses": ("fleetplane_heartbeat_cache_misses_total", {}),
+    "full_route": ("fleetplane_heartbeat_full_route_total", None),  # None: every label summed
     "warmed": ("fleetplane_cache_warmed_runtimes_total", {}),
     "loop_samples": ("fleetplane_event_loop_lag_seconds_count", {}),
     "loop_within_50ms": ("fleetplane_event_loop_lag_seconds_bucket", {"le": "0.05"}),
@@ -410,7 +411,9 @@ def worker_totals(url: str) -> dict[str, float]:
         }
         worker = samples[("fleetplane_liveness_rows_written_total", ())]
         seen[worker] = {
-            figure: samples.get((name, tuple(sorted(labels.items()))), 0.0)
+            figure: sum(value for (sample, _), value in samples.items() if sample == name)
+            if labels is None
+            else samples.get((name, tuple(sorted(labels.items()))), 0.0)
             for figure, (name, labels) in WORKER_FIGURES.items()
         }
         if len(seen) == WORKERS:
@@ -625,7 +628,8 @@ def render(all_results: list[Results], *, command: str, quick: bool, runs: int) 
         w = f["workers"]
         lines.append(
             f"| {db} | what the heartbeat runs met in the workers (both, summed) | reported | "
-            f"{w['misses']:,.0f} cache misses; {w['loop_samples'] - w['loop_within_50ms']:,.0f} "
+            f"{w['misses']:,.0f} cache misses; {w['full_route']:,.0f} heartbeats answered "
+            f"by the full route; {w['loop_samples'] - w['loop_within_50ms']:,.0f} "
             f"event-loop stalls > 50 ms in {w['loop_samples']:,.0f} looks; {w['full_gc_passes']:,.0f} "
             f"full collector passes, {1000 * w['full_gc_seconds']:,.0f} ms in all; "
             f"{f['warmed']:,.0f} runtimes warmed at start | reported |"

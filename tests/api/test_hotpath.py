@@ -28,7 +28,7 @@ from fleetplane.domain.versions import version_sort_key
 from fleetplane.services import hotpath as hotpath_module
 from fleetplane.settings import Settings
 from fleetplane.store.db import Database
-from fleetplane.store.models import Runtime
+from fleetplane.store.models import Runtime, Workspace
 from tests.conftest import ADMIN, Clock, WorkspaceFixture, auth, make_workspace
 
 
@@ -253,7 +253,7 @@ def test_entries_in_use_are_refreshed_ahead_in_batches(
     short = slow_flush.model_copy(update={"cache_max_age_seconds": 6})
     with _app(short, database, clock) as client:
         hot = client.app.state.context.hot  # type: ignore[attr-defined]
-        hot.identities.spread = hot.callers.spread = 0
+        hot.identities.spread = hot.callers.spread = hot.answers.spread = 0
         ws = make_workspace(client)
         issued = client.post(
             f"/api/v1/workspaces/{ws.workspace_id}/runtimes",
@@ -274,24 +274,33 @@ def test_entries_in_use_are_refreshed_ahead_in_batches(
                 .where(Runtime.workspace_id == ws.workspace_id)
                 .values(version="3.9.0", version_key=version_sort_key("3.9.0"))
             )
+            # And the workspace's mode changed: this process's answer for it is stale too.
+            session.execute(
+                update(Workspace)
+                .where(Workspace.id == ws.workspace_id)
+                .values(policy_mode="tighten-only")
+            )
         time.sleep(3.2)
         for key in keys:  # in use past half their life: due for a refresh
             assert hot.identities.get(key) is not None
         hot.callers.get(token_hash(ws.api_key))
         hot.callers.get(token_hash(token))
+        assert hot.answers.get(ws.workspace_id).policy_mode == "authoritative"
         with statements(database) as seen:
             hot.refresh()
         selects = [sql for sql, _ in seen if sql.lstrip().upper().startswith("SELECT")]
         # Batched reads: one of the runtimes by agent id (all twelve), one by id (the runtime
         # whose credential heartbeated: its entry was put for that heartbeat, which is a use),
-        # and two of the credentials (keys, runtime credentials).
-        assert len(selects) == 4, selects
+        # two of the credentials (keys, runtime credentials) and one of the workspace answer.
+        assert len(selects) == 5, selects
         by_agent = [sql for sql in selects if "runtimes.agent_id" in sql.split("WHERE")[-1]]
         assert len(by_agent) == 1, selects
         for key in keys:
             refreshed = hot.identities.get(key)
             assert refreshed is not None
             assert refreshed.version == "3.9.0"
+        # Renewed, not expired: the workspace's heartbeats stay on the hot path.
+        assert hot.answers.get(ws.workspace_id).policy_mode == "tighten-only"
 
         # A refresh that finds the credential gone forgets it: the next use reads again (401).
         time.sleep(3.2)
@@ -753,3 +762,48 @@ def test_warming_fills_at_most_half_the_cache(
         # One entry under the agent id each, and one more under the id with a credential.
         assert len(hot.identities) == warmed + len(hot.callers)
         assert len(hot.callers) > 0
+
+
+def test_heartbeats_handed_to_the_full_route_are_counted_by_reason(
+    slow_flush: Settings, database: Database, clock: Clock
+) -> None:
+    with _app(slow_flush, database, clock) as client:
+        hot = client.app.state.context.hot  # type: ignore[attr-defined]
+        ws = make_workspace(client)
+        # The audit rows of first heartbeats would clear this process's caches at its next poll.
+        hot.watcher.stop()
+        key = auth(ws.api_key)
+        counted = dict(hot.full_route)
+        assert set(counted) == set(context_module.FULL_ROUTE_REASONS)
+
+        def beat(body: Any, headers: dict[str, str] = key, status: int = 200) -> None:
+            sent = client.post(
+                "/api/v1/heartbeat",
+                content=json.dumps(body),
+                headers={**headers, "content-type": "application/json"},
+            )
+            assert sent.status_code == status, sent.text
+
+        def added() -> dict[str, int]:
+            now = dict(hot.full_route)
+            change = {reason: now[reason] - counted[reason] for reason in now}
+            counted.update(now)
+            return {reason: n for reason, n in change.items() if n}
+
+        beat({"agent_id": "a", "session_id": "a"})  # the credential is not cached yet
+        assert added() == {"credential": 1}
+        beat({"agent_id": "b", "session_id": "b"})  # a runtime not seen: its first heartbeat
+        assert added() == {"runtime": 1}
+        beat({"agent_id": "b", "session_id": "b"})  # answered from memory
+        assert added() == {}
+        beat({"agent_id": "b", "session_id": "b", "runtime_version": "3.12.6"})
+        assert added() == {"report": 1}
+        beat({"agent_id": "b", "session_id": 7}, status=422)
+        assert added() == {"body": 1}
+        hot.answers.clear()
+        beat({"agent_id": "b", "session_id": "b", "runtime_version": "3.12.6"})
+        assert added() == {"workspace": 1}
+        beat({"agent_id": "b"}, auth("fp_ws_not-a-key-of-this-server"), status=401)
+        assert added() == {"credential": 1}
+        scraped = client.get("/metrics").text
+        assert 'fleetplane_heartbeat_full_route_total{reason="credential"} 2.0' in scraped

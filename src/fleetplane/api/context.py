@@ -6,10 +6,11 @@ import logging
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import select
 
@@ -58,6 +59,13 @@ class CachedCaller(NamedTuple):
 
 log = logging.getLogger("fleetplane.hotpath")
 
+# Why a heartbeat went to the full route: no cached credential (or one replaced since), a
+# body the hot path does not take, something to record beyond liveness (a new version, config
+# hash, session or apply failure), a runtime this process does not know (or its first
+# heartbeat), the workspace's answer not cached (or a lapsed dev-override), a failure.
+FULL_ROUTE_REASONS = ("credential", "body", "report", "runtime", "workspace", "error")
+K = TypeVar("K")
+V = TypeVar("V")
 # Entries re-read per refresh round (every CACHE_POLL_SECONDS), and per query.
 REFRESH_PER_ROUND = 5000
 REFRESH_BATCH = 500
@@ -127,6 +135,32 @@ def load_callers(database: Database, digests: list[str]) -> dict[str, CachedCall
     return found
 
 
+def load_answers(database: Database, workspace_ids: list[str]) -> dict[str, WorkspaceAnswer]:
+    """What heartbeat answers need of these workspaces' desired state, as stored now (as
+    `services.workspaces.desired_state` reads it)."""
+    found: dict[str, WorkspaceAnswer] = {}
+    if not workspace_ids:
+        return found
+    with database.engine.connect() as connection:
+        for chunk in _chunks(workspace_ids, REFRESH_BATCH):
+            query = select(
+                Workspace.id,
+                Workspace.org_id,
+                Workspace.config_hash,
+                Workspace.policy_mode,
+                Workspace.dev_override_until,
+            ).where(one_of(Workspace.id, chunk, dialect=database.dialect))
+            for row in connection.execute(query):
+                found[row.id] = WorkspaceAnswer(
+                    workspace_id=row.id,
+                    org_id=row.org_id,
+                    config_hash=row.config_hash,
+                    policy_mode=row.policy_mode,
+                    dev_override_until=row.dev_override_until,
+                )
+    return found
+
+
 def load_recent(
     database: Database, *, since: datetime, after: str, limit: int
 ) -> list[tuple[RuntimeIdentity, str, str]]:
@@ -147,6 +181,14 @@ def load_recent(
         ]
 
 
+def _renew(cache: TtlCache[K, V], key: K, value: V | None) -> None:
+    """Put a value read again, or forget the key if the database no longer has it."""
+    if value is None:
+        cache.pop(key)
+    else:
+        cache.put(key, value)
+
+
 class HotPath:
     """Per-process caches of the heartbeat and pull paths; every entry is short-lived."""
 
@@ -163,7 +205,12 @@ class HotPath:
             ttl=age, max_entries=cap, refresh_ahead=True, record=RuntimeIdentity
         )
         self.database = database
-        self.answers: TtlCache[str, WorkspaceAnswer] = TtlCache(ttl=age, max_entries=cap)
+        # One entry per workspace, also refreshed ahead: were it left to expire, every
+        # heartbeat of the workspace reaching the process would take the full route at once
+        # until one of them had read it again (each a transaction, a write on SQLite).
+        self.answers: TtlCache[str, WorkspaceAnswer] = TtlCache(
+            ttl=age, max_entries=cap, refresh_ahead=True
+        )
         self.etags: TtlCache[tuple[str, str], str] = TtlCache(ttl=age, max_entries=cap)
         self.liveness = LivenessBuffer(database, max_pending=settings.heartbeat_buffer_max)
         self.flusher = Flusher(self.liveness, interval=settings.liveness_flush_seconds)
@@ -174,6 +221,8 @@ class HotPath:
         # For /metrics: how often the request path had to read the database, and why.
         self.identity_loads = 0
         self.identity_reads = 0
+        # Heartbeats the hot path handed to the full route, by reason (FULL_ROUTE_REASONS).
+        self.full_route: Counter[str] = Counter(dict.fromkeys(FULL_ROUTE_REASONS, 0))
         self.forgotten = 0
         self.refreshed = 0
         self.warmed = 0
@@ -263,7 +312,8 @@ class HotPath:
         return keys
 
     def refresh(self) -> None:
-        """Re-read the credentials and runtimes in use whose entries are past half their life.
+        """Re-read the credentials, runtimes and workspace answers in use whose entries are
+        past half their life.
 
         Batched (one query per REFRESH_BATCH entries), so a large fleet's entries are renewed
         a few queries a second instead of each expiring into a database read on the request
@@ -272,27 +322,23 @@ class HotPath:
         generation = self.generation
         identity_keys = self.identities.take_due(REFRESH_PER_ROUND)
         caller_keys = self.callers.take_due(REFRESH_PER_ROUND)
-        if not identity_keys and not caller_keys:
+        answer_keys = self.answers.take_due(REFRESH_PER_ROUND)
+        if not identity_keys and not caller_keys and not answer_keys:
             return
-        self.refreshed += len(identity_keys) + len(caller_keys)
+        self.refreshed += len(identity_keys) + len(caller_keys) + len(answer_keys)
         identities = load_identities(self.database, identity_keys)
         callers = load_callers(self.database, caller_keys)
+        answers = load_answers(self.database, answer_keys)
         if self.generation != generation:
             return
         for key in identity_keys:
             if key[1] == "session":
                 continue  # not refreshed: it expires and the full route reads it
-            identity = identities.get(key)
-            if identity is None:
-                self.identities.pop(key)
-            else:
-                self.identities.put(key, identity)
+            _renew(self.identities, key, identities.get(key))
         for digest in caller_keys:
-            caller = callers.get(digest)
-            if caller is None:
-                self.callers.pop(digest)
-            else:
-                self.callers.put(digest, caller)
+            _renew(self.callers, digest, callers.get(digest))
+        for workspace_id in answer_keys:
+            _renew(self.answers, workspace_id, answers.get(workspace_id))
 
     def forget_runtimes(self, runtime_ids: list[str]) -> None:
         """Forget the cached identities of these runtimes (changed by another process).

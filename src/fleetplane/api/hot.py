@@ -279,6 +279,7 @@ class HotPathFront:
         started = time.perf_counter()
         found = self._caller(scope)
         if found is None or _declared_length(scope) > self.max_body_bytes:
+            self.context.hot.full_route["credential" if found is None else "body"] += 1
             await self.app(scope, receive, send)
             return
         digest, shared, caller = found
@@ -287,13 +288,15 @@ class HotPathFront:
             await self._refuse(send, HEARTBEAT, "POST", refused, started)
             return
         body, messages, whole = await _read_body(receive, self.max_body_bytes)
-        answer: Answer | None = None
+        answer: Answer | str = "body"
         if whole:
             try:
                 answer = await self._fast_heartbeat(caller, digest, body)
             except Exception:
                 log.exception("the heartbeat fast path failed; the full route answers")
-        if answer is None:
+                answer = "error"
+        if isinstance(answer, str):
+            self.context.hot.full_route[answer] += 1
             await self.app(scope, replay(messages, receive), send)
             return
         status, payload, extra = answer
@@ -357,48 +360,47 @@ class HotPathFront:
         etag = self.context.hot.etags.get((caller.workspace_id, kind))
         return etag is not None and etag in {p.strip() for p in presented.split(",")}
 
-    async def _fast_heartbeat(
-        self, caller: CachedCaller, digest: str, body: bytes
-    ) -> Answer | None:
-        """The answer to a heartbeat from cached state, or None for the full route."""
+    async def _fast_heartbeat(self, caller: CachedCaller, digest: str, body: bytes) -> Answer | str:
+        """The answer to a heartbeat from cached state, or why the full route must answer it
+        (a `fleetplane_heartbeat_full_route_total` reason)."""
         try:
             fields = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return None
+            return "body"
         if not isinstance(fields, dict):
-            return None
+            return "body"
         for name in _STRING_FIELDS:
             value = fields.get(name)
             if value is not None and not isinstance(value, str):
-                return None
+                return "body"
         workspace_id = fields.get("workspace_id")
         if workspace_id is not None and workspace_id != caller.workspace_id:
-            return None
+            return "body"
         if fields.get("config_apply_failed_hash") is not None:
-            return None  # a reported failure changes drift: the full route records it
+            return "report"  # a reported failure changes drift: the full route records it
         identity = self._identity(caller, fields)
         if identity is None:
             # A runtime this process has not seen yet: one indexed read, no write.
             identity = await self._load_identity(caller, fields)
         if identity is None or not identity.has_heartbeat:
-            return None
+            return "runtime"  # unknown here, or its first heartbeat (written at once)
         if caller.runtime_id is not None and identity.credential_hash != digest:
-            return None  # a credential replaced since it was cached: the full route says 401
+            return "credential"  # replaced since it was cached: the full route says 401
         version = fields.get("runtime_version")
         if version not in (None, "unknown", identity.version):
-            return None
+            return "report"
         observed = fields.get("config_hash")
         if observed is not None and observed != identity.observed_config_hash:
-            return None
+            return "report"
         if observed is not None and observed == identity.apply_failed_hash:
-            return None  # reporting the hash it failed to apply as applied clears the failure
+            return "report"  # reporting the hash it failed to apply as applied clears it
         session_id = fields.get("session_id")
         if session_id and session_id != identity.last_session_id:
-            return None
+            return "report"
         answer = self.context.hot.answers.get(caller.workspace_id)
         now = self.context.clock()
         if answer is None or (answer.dev_override_until and answer.dev_override_until <= now):
-            return None
+            return "workspace"
         if not self.context.hot.liveness.offer(identity.runtime_id, now, session_id):
             busy = error_body(
                 "rate_limited",

@@ -82,6 +82,14 @@ class FleetCollector(Collector):
             "Heartbeats whose runtime this process read from the database on the request path",
             value=hot.identity_loads,
         )
+        full_route = CounterMetricFamily(
+            "fleetplane_heartbeat_full_route",
+            "Heartbeats this process's hot path handed to the full route, by reason",
+            labels=["reason"],
+        )
+        for reason, count in sorted(hot.full_route.items()):
+            full_route.add_metric([reason], count)
+        yield full_route
         yield CounterMetricFamily(
             "fleetplane_heartbeat_cache_miss_reads",
             "Database reads that answered those misses (many misses per read under load)",
