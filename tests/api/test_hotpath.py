@@ -807,3 +807,43 @@ def test_heartbeats_handed_to_the_full_route_are_counted_by_reason(
         assert added() == {"credential": 1}
         scraped = client.get("/metrics").text
         assert 'fleetplane_heartbeat_full_route_total{reason="credential"} 2.0' in scraped
+
+
+def test_a_change_in_this_process_drops_only_what_it_changed_before_its_answer(
+    slow_flush: Settings, database: Database, clock: Clock
+) -> None:
+    with _app(slow_flush, database, clock) as client:
+        hot = client.app.state.context.hot  # type: ignore[attr-defined]
+        ws = make_workspace(client)
+        _warm(client, ws.api_key, ["a", "a"])
+        key = (ws.workspace_id, "agent", "a")
+        digest = token_hash(ws.api_key)
+        assert hot.identities.get(key) is not None
+        assert hot.callers.get(digest) is not None
+
+        # Operator changes to nothing the caches hold, or to another runtime only.
+        other = client.post(
+            f"/api/v1/orgs/{ws.org_id}/workspaces", json={"name": "b"}, headers=ADMIN
+        )
+        assert other.status_code == 201, other.text
+        added = client.post(
+            f"/api/v1/workspaces/{ws.workspace_id}/runtimes", json={"agentId": "b"}, headers=ADMIN
+        )
+        assert added.status_code == 201, added.text
+        assert hot.identities.get(key) is not None
+        assert hot.callers.get(digest) is not None
+        before = dict(hot.full_route)
+        beat = client.post(
+            "/api/v1/heartbeat", json={"agent_id": "a", "session_id": "a"}, headers=auth(ws.api_key)
+        )
+        assert beat.status_code == 200
+        assert dict(hot.full_route) == before  # still answered from memory
+
+        # A new workspace key revokes the old one: gone from this process before the answer.
+        regenerated = client.post(f"/api/v1/workspaces/{ws.workspace_id}/api-key", headers=ADMIN)
+        assert regenerated.status_code == 201, regenerated.text
+        assert hot.callers.get(digest) is None
+        old = client.post(
+            "/api/v1/heartbeat", json={"agent_id": "a", "session_id": "a"}, headers=auth(ws.api_key)
+        )
+        assert old.status_code == 401

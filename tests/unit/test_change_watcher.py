@@ -1,5 +1,6 @@
-"""The change watcher: a change to one runtime forgets that runtime, anything else drops every
-cache, and a sequence number committed late is not missed."""
+"""The change watcher: a change to one runtime forgets that runtime, a change to nothing cached
+is let be, anything else drops every cache, and a sequence number committed late is not
+missed."""
 
 from __future__ import annotations
 
@@ -104,3 +105,21 @@ def test_a_sequence_committed_late_is_still_acted_on(database: Database) -> None
     calls = len(target.calls)
     assert watcher.check() is False  # no longer looked for
     assert target.calls[calls:] == []
+
+
+def test_changes_to_nothing_cached_are_let_be(database: Database) -> None:
+    target = Target()
+    watcher = ChangeWatcher(database, target, interval=1)
+    watcher.check()
+    _audit(database, "workspace.member.add", "workspace:w1")
+    _audit(database, "alerts.thresholds", "workspace:w1")
+    assert watcher.check() is True  # seen, and nothing to do
+    assert target.calls == []
+    _audit(database, "user.create", "user:u1")
+    _audit(database, "runtime.preregister", "runtime:r1")
+    assert watcher.check() is True
+    assert target.calls == [("forget", ["r1"])]
+    _audit(database, "webhook.create", "webhook:h1")
+    _audit(database, "api_key.regenerate", "workspace:w1")  # still drops everything
+    assert watcher.check() is True
+    assert target.calls[-1] == ("invalidate", [])

@@ -369,6 +369,20 @@ class HotPath:
             self.identities.pop((workspace_id, "session", session_id))
         self.forgotten += 1
 
+    def catch_up(self) -> None:
+        """Act at once on the changes committed so far, this process's own included, as the
+        change watcher would at its next poll (a request that may have changed something calls
+        this before its answer leaves). Where that cannot be known, drop everything."""
+        try:
+            if self.watcher.seen is None:  # not watching yet: no position to read from
+                self.watcher.check()
+                self.invalidate()
+                return
+            self.watcher.check()
+        except Exception:
+            log.warning("reading the changes failed; caches cleared", exc_info=True)
+            self.invalidate()
+
     def invalidate(self) -> None:
         """Forget every cached credential and answer: a change in this process shows at once."""
         self.generation += 1

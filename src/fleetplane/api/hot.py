@@ -7,9 +7,9 @@ metrics) the front does itself for the answers it gives, with the same limiter, 
 metrics. Anything it cannot answer with certainty (unknown credential, first heartbeat, a new
 version, a new config hash, a new session, bad input) goes to the app unchanged, and the
 regular FastAPI route does the full work and refills the caches. Every state-changing request
-outside the runtime surface clears the caches before its response leaves
-(`InvalidateOnChange`), so this process never serves a credential or desired state older than
-its own last change.
+outside the runtime surface brings the caches up to date with the changes committed so far
+before its response leaves (`InvalidateOnChange`), so this process never serves a credential
+or desired state older than its own last change.
 """
 
 from __future__ import annotations
@@ -446,7 +446,10 @@ class HotPathFront:
 
 
 class InvalidateOnChange:
-    """Clears this process's caches around every request that may change what they hold."""
+    """Brings this process's caches up to date before the answer to any request that may have
+    changed what they hold leaves, from the audit rows committed so far (`HotPath.catch_up`):
+    that request's change forgets what it names, or drops every cache, as in other processes,
+    and a request that changed nothing cached (a sign-in, a new member) drops nothing."""
 
     def __init__(self, app: ASGIApp, *, context: AppContext) -> None:
         self.app = app
@@ -461,12 +464,18 @@ class InvalidateOnChange:
             await self.app(scope, receive, send)
             return
         hot = self.context.hot
+        caught_up = False
 
-        async def invalidating_send(message: Message) -> None:
-            # Clear before the answer leaves, so the caller's next request sees the change.
-            if message["type"] == "http.response.start":
-                hot.invalidate()
+        async def catching_up_send(message: Message) -> None:
+            # Before the answer leaves, so the caller's next request sees the change.
+            nonlocal caught_up
+            if message["type"] == "http.response.start" and not caught_up:
+                caught_up = True
+                await run_in_threadpool(hot.catch_up)
             await send(message)
 
-        hot.invalidate()
-        await self.app(scope, receive, invalidating_send)
+        try:
+            await self.app(scope, receive, catching_up_send)
+        finally:
+            if not caught_up:  # failed before answering: the outer layers answer it
+                await run_in_threadpool(hot.catch_up)

@@ -413,6 +413,29 @@ RUNTIME_SCOPED_ACTIONS = frozenset(
         "runtime.restore",
     }
 )
+# Audit actions that change nothing the caches hold (credentials of runtimes and workspace
+# keys, runtimes, desired state): accounts, memberships, operator tokens, new orgs, workspaces
+# and enrollment tokens (enrolling always takes the full route), alert settings, webhooks.
+UNCACHED_ACTIONS = frozenset(
+    {
+        "user.create",
+        "token.create",
+        "org.create",
+        "org.member.add",
+        "org.member.update",
+        "org.member.remove",
+        "workspace.create",
+        "workspace.member.add",
+        "workspace.member.update",
+        "workspace.member.remove",
+        "enrollment.create",
+        "alerts.thresholds",
+        "webhook.create",
+        "webhook.update",
+        "webhook.delete",
+        "webhook.ping",
+    }
+)
 # Past this many changes in one poll, dropping everything is cheaper than sorting them out.
 TARGETED_MAX = 200
 # A sequence number below the newest that is not visible yet belongs to a transaction still
@@ -424,6 +447,8 @@ def runtimes_to_forget(changes: list[tuple[str, str]]) -> list[str] | None:
     """The runtime ids named by (action, target) changes, or None if any needs a full drop."""
     runtime_ids = []
     for action, target in changes:
+        if action in UNCACHED_ACTIONS:
+            continue
         kind, _, runtime_id = target.partition(":")
         if action not in RUNTIME_SCOPED_ACTIONS or kind != "runtime" or not runtime_id:
             return None
@@ -437,7 +462,8 @@ class ChangeWatcher:
     Every mutation writes its audit row in the same transaction as the change, so new audit
     rows appear exactly when changes are committed: one indexed read per interval per process
     keeps every cache of every process within `interval` of the database. A change to one
-    runtime forgets that runtime; any other change drops every cache.
+    runtime forgets that runtime, a change to nothing cached is let be, and any other change
+    drops every cache.
     """
 
     def __init__(
@@ -454,11 +480,17 @@ class ChangeWatcher:
         self.seen: int | None = None
         self._clock = clock
         self._gaps: dict[int, float] = {}  # sequence not visible yet -> when first missed
+        # Checks come from the watcher's thread and from requests that changed something.
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fleetplane-changes", daemon=True)
 
     def check(self) -> bool:
         """Read the audit rows committed since the last check and act on them; True if any."""
+        with self._lock:
+            return self._check()
+
+    def _check(self) -> bool:
         with self.database.engine.connect() as connection:
             newest = connection.execute(select(func.max(AuditEntry.seq))).scalar() or 0
             if self.seen is None:
@@ -489,7 +521,7 @@ class ChangeWatcher:
         runtime_ids = runtimes_to_forget([(row.action, row.target) for row in fresh])
         if runtime_ids is None:
             self.target.invalidate()
-        else:
+        elif runtime_ids:
             self.target.forget_runtimes(runtime_ids)
         return True
 
