@@ -847,3 +847,37 @@ def test_a_change_in_this_process_drops_only_what_it_changed_before_its_answer(
             "/api/v1/heartbeat", json={"agent_id": "a", "session_id": "a"}, headers=auth(ws.api_key)
         )
         assert old.status_code == 401
+
+
+def test_a_drift_event_forgets_its_runtime_only(
+    slow_flush: Settings, database: Database, clock: Clock
+) -> None:
+    with _app(slow_flush, database, clock) as client:
+        hot = client.app.state.context.hot  # type: ignore[attr-defined]
+        ws = make_workspace(client)
+        _warm(client, ws.api_key, ["a", "b", "a", "b"])
+        keys = {agent: (ws.workspace_id, "agent", agent) for agent in "ab"}
+        applied = "c" * 64
+        event = {"schema_version": 1, "kind": "workspace_updated", "timestamp": "t"}
+        sent = client.post(
+            "/api/v1/events",
+            json={"agent_id": "a", "events": [{**event, "config_hash": applied}]},
+            headers=auth(ws.api_key),
+        )
+        assert sent.status_code == 200, sent.text
+        # Before, every cache of the process was dropped: after a config change, each runtime
+        # reporting its apply sent the whole fleet's next heartbeats to the database.
+        assert hot.identities.get(keys["a"]) is None
+        assert hot.identities.get(keys["b"]) is not None
+        assert hot.callers.get(token_hash(ws.api_key)) is not None
+        assert hot.answers.get(ws.workspace_id) is not None
+        # Read again on its next heartbeat, with the hash it reported.
+        beat = client.post(
+            "/api/v1/heartbeat",
+            json={"agent_id": "a", "session_id": "a", "config_hash": applied},
+            headers=auth(ws.api_key),
+        )
+        assert beat.status_code == 200
+        identity = hot.identities.get(keys["a"])
+        assert identity is not None
+        assert identity.observed_config_hash == applied

@@ -19,8 +19,6 @@ from fleetplane.services.workspaces import DesiredState
 
 from . import responses, schemas
 
-DRIFT_EVENTS = (runtime_service.WORKSPACE_UPDATED, runtime_service.CONFIG_APPLY_FAILED)
-
 router = APIRouter(prefix="/api/v1", tags=["runtime"], responses=schemas.RUNTIME_ERRORS)
 
 
@@ -200,7 +198,7 @@ def events(body: schemas.EventsRequest, context: Context, token: Token) -> dict[
     """Store kernel events; `workspace_updated` and `config_apply_failed` update drift."""
     with context.database.unit_of_work() as session:
         caller = authenticate_runtime(session, token=token)
-        accepted = runtime_service.record_events(
+        accepted, changed = runtime_service.record_events(
             session,
             caller=caller,
             workspace_id=body.workspace_id,
@@ -208,9 +206,11 @@ def events(body: schemas.EventsRequest, context: Context, token: Token) -> dict[
             events=body.events,
             now=context.clock(),
         )
-    if any(isinstance(event, dict) and event.get("kind") in DRIFT_EVENTS for event in body.events):
-        # The observed hash or a failed apply changed: cached identities no longer tell.
-        context.hot.invalidate()
+        drifted = [(r.workspace_id, r.id, r.agent_id, r.last_session_id) for r in changed]
+    # Their observed hash or failed apply changed: this process forgets those runtimes (other
+    # processes' cached identities of them are checked against what each heartbeat reports).
+    for workspace_id, runtime_id, agent_id, session_id in drifted:
+        context.hot.forget_runtime(workspace_id, runtime_id, agent_id, session_id)
     return {"accepted": accepted}
 
 

@@ -329,14 +329,18 @@ def record_events(
     agent_id: str | None,
     events: list[Any],
     now: datetime,
-) -> int:
-    """Store kernel events append-only, applying `workspace_updated`/`config_apply_failed`."""
+) -> tuple[int, list[Runtime]]:
+    """Store kernel events append-only, applying `workspace_updated`/`config_apply_failed`;
+    returns how many were stored and the runtimes whose drift they changed."""
     check_workspace(caller, workspace_id)
     _check_events(events)
     stored = 0
+    changed: dict[str, Runtime] = {}
     for event in events:
         runtime = _event_runtime(session, caller, event, agent_id)
         kind = event["kind"]
+        if runtime is not None and kind in (WORKSPACE_UPDATED, CONFIG_APPLY_FAILED):
+            changed[runtime.id] = runtime
         if runtime is not None and kind == WORKSPACE_UPDATED:
             _observe_hash(runtime, event["config_hash"])
         elif runtime is not None and kind == CONFIG_APPLY_FAILED:
@@ -354,7 +358,7 @@ def record_events(
         )
         stored += 1
     session.flush()
-    return stored
+    return stored, list(changed.values())
 
 
 def record_telemetry(
